@@ -1,0 +1,132 @@
+// Config: the daemon's whole configuration as one immutable value (SPEC §4).
+//
+// Built once at start-up by LoadConfig() from, in increasing precedence: defaults, the TOML file
+// (--config), environment variables WSBRIDGE_<SECTION>_<KEY>, and the command line (short flags
+// and --set section.key=value). `${NAME}` in strings expands from the environment at load time;
+// `${file:/path}` is kept as written and expanded by ExpandFileRefs() on every connection
+// attempt, so that rotated credentials are picked up without a restart.
+//
+// Thread-safety: a Config is a plain value; share it by const reference after start-up.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace wsbridge {
+
+struct TlsConfig {
+  bool verify = true;
+  std::string ca_file;    // "": system store
+  std::string cert_file;  // client certificate (PEM) for mutual TLS
+  std::string key_file;
+};
+
+struct UpstreamConfig {
+  std::string url = "ws://127.0.0.1:8765/feed";
+  std::map<std::string, std::string> headers;  // values may still hold ${file:/path}
+  std::vector<std::string> subprotocols;
+  int64_t connect_timeout_ms = 10000;
+  uint64_t max_message_bytes = 1048576;
+  TlsConfig tls;
+  std::string proxy;         // "": from HTTPS_PROXY / HTTP_PROXY / NO_PROXY
+  std::string auth_command;  // run before every connection attempt
+};
+
+struct HeartbeatConfig {
+  int64_t interval_ms = 15000;  // 0: off
+  int64_t timeout_ms = 10000;
+  std::string app_ping;
+  std::string app_pong;  // "field=value" on a JSON object, or an exact text
+};
+
+struct ReconnectConfig {
+  int64_t base_delay_ms = 500;
+  int64_t max_delay_ms = 30000;
+  std::string jitter = "full";  // full | equal | decorrelated | none
+  int64_t min_uptime_ms = 5000;
+  int64_t max_attempts = 0;  // 0: forever
+  std::vector<int> fatal_close_codes = {1008, 4001, 4003};
+};
+
+struct ProtocolConfig {
+  std::string seq_field = "seq";      // dotted path; "": none
+  std::string topic_field = "topic";  // dotted path; "": all on topic ""
+  std::string resume = R"({"type":"resume","after":{last_seq}})";
+  std::vector<std::string> on_open;
+  std::string ack_match;  // "field=value"; "": no acks
+  std::string ack_id_field = "id";
+};
+
+struct StorageConfig {
+  std::string path = "./wsbridge.db";
+  std::string durability = "process";  // process | power
+  uint64_t outbox_max_messages = 100000;
+};
+
+struct JournalConfig {
+  uint64_t max_rows = 1000000;
+  uint64_t max_bytes = 1ull << 30;  // accepts "1GiB", "512MiB", "10MB", or a plain integer
+  int64_t max_age_s = 604800;
+};
+
+struct ZmqConfig {
+  std::string pub = "tcp://127.0.0.1:5556";
+  std::string send = "tcp://127.0.0.1:5557";
+  std::string replay = "tcp://127.0.0.1:5558";
+  int pub_hwm = 100000;
+};
+
+struct HttpConfig {
+  std::string listen = "127.0.0.1:9108";  // "": off
+};
+
+struct LogConfig {
+  std::string level = "info";   // trace | debug | info | warn | error | off
+  std::string format = "text";  // text | json
+};
+
+struct Config {
+  UpstreamConfig upstream;
+  HeartbeatConfig heartbeat;
+  ReconnectConfig reconnect;
+  ProtocolConfig protocol;
+  StorageConfig storage;
+  JournalConfig journal;
+  ZmqConfig zmq;
+  HttpConfig http;
+  LogConfig log;
+
+  // "section.key" -> where its value came from: "default", "file", "env" or "flag".
+  std::map<std::string, std::string> sources;
+};
+
+// What the command line asked for besides the configuration itself.
+struct CommandLine {
+  Config config;
+  bool print_config = false;  // --print-config
+  bool exit_now = false;      // --help or --version was printed; exit with exit_code
+  int exit_code = 0;
+};
+
+// Looks up an environment variable; returns false when unset. Injected for tests.
+using EnvLookup = std::function<bool(const std::string& name, std::string* value)>;
+EnvLookup ProcessEnv();
+
+// Parses argv (wsbridge's flags: --config, --set, short flags, --help, --version,
+// --print-config) plus env and file. Errors are one line and name the key, e.g.
+// "reconnect.jitter: must be one of full, equal, decorrelated, none (got \"fast\")".
+StatusOr<CommandLine> LoadConfig(int argc, const char* const* argv, const EnvLookup& env);
+
+// Expands every ${file:/path} in `value` to the file's content without its trailing newline.
+StatusOr<std::string> ExpandFileRefs(const std::string& value);
+
+// The effective configuration as TOML, with header values and URL credentials redacted, each
+// key followed by a comment naming its source.
+std::string ToToml(const Config& config);
+
+}  // namespace wsbridge
