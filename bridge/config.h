@@ -120,7 +120,14 @@ EnvLookup ProcessEnv();
 // Parses argv (wsbridge's flags: --config, --set, short flags, --help, --version,
 // --print-config) plus env and file. Errors are one line and name the key, e.g.
 // "reconnect.jitter: must be one of full, equal, decorrelated, none (got \"fast\")".
+// With ProcessEnv() it also walks `environ`, so that a WSBRIDGE_* variable naming no key is an
+// error; with any other lookup such variables cannot be seen and are not reported.
 StatusOr<CommandLine> LoadConfig(int argc, const char* const* argv, const EnvLookup& env);
+
+// The same with the environment given as name -> value pairs (tests inject a fake one); every
+// WSBRIDGE_* name in it must name a key.
+using EnvMap = std::map<std::string, std::string>;
+StatusOr<CommandLine> LoadConfig(int argc, const char* const* argv, const EnvMap& env);
 
 // Expands every ${file:/path} in `value` to the file's content without its trailing newline.
 StatusOr<std::string> ExpandFileRefs(const std::string& value);

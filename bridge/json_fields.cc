@@ -1,1 +1,170 @@
-// placeholder
+#include "bridge/json_fields.h"
+
+#include <simdjson.h>
+
+#include <charconv>
+
+namespace wsbridge {
+namespace {
+
+// The value at `pointer` rendered as text for comparison: strings unquoted, integers and
+// booleans as written. Other types (objects, arrays, floats, null) yield nullopt.
+std::optional<std::string> ScalarText(simdjson::dom::element root, const std::string& pointer) {
+  simdjson::dom::element el;
+  if (root.at_pointer(pointer).get(el) != simdjson::SUCCESS) return std::nullopt;
+  switch (el.type()) {
+    case simdjson::dom::element_type::STRING: {
+      std::string_view s;
+      if (el.get_string().get(s) != simdjson::SUCCESS) return std::nullopt;
+      return std::string(s);
+    }
+    case simdjson::dom::element_type::INT64: {
+      int64_t v = 0;
+      if (el.get_int64().get(v) != simdjson::SUCCESS) return std::nullopt;
+      return std::to_string(v);
+    }
+    case simdjson::dom::element_type::UINT64: {
+      uint64_t v = 0;
+      if (el.get_uint64().get(v) != simdjson::SUCCESS) return std::nullopt;
+      return std::to_string(v);
+    }
+    case simdjson::dom::element_type::BOOL: {
+      bool v = false;
+      if (el.get_bool().get(v) != simdjson::SUCCESS) return std::nullopt;
+      return v ? "true" : "false";
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+// A sequence number: a non-negative integer that fits uint64, or a string of digits.
+std::optional<uint64_t> SeqValue(simdjson::dom::element root, const std::string& pointer) {
+  simdjson::dom::element el;
+  if (root.at_pointer(pointer).get(el) != simdjson::SUCCESS) return std::nullopt;
+  uint64_t v = 0;
+  if (el.get_uint64().get(v) == simdjson::SUCCESS) return v;
+  if (el.is_int64()) return std::nullopt;  // negative
+  std::string_view s;
+  if (el.get_string().get(s) == simdjson::SUCCESS && !s.empty()) {
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec == std::errc() && end == s.data() + s.size()) return v;
+  }
+  return std::nullopt;
+}
+
+bool Matches(const Matcher& m, std::string_view text, simdjson::dom::element* root) {
+  if (m.empty()) return false;
+  if (m.is_exact_text()) return text == m.value();
+  if (root == nullptr) return false;
+  auto got = ScalarText(*root, m.pointer());
+  return got && *got == m.value();
+}
+
+}  // namespace
+
+std::string DottedToPointer(std::string_view dotted) {
+  if (dotted.empty()) return "";
+  std::string out = "/";
+  for (char c : dotted) {
+    if (c == '.') out += '/';
+    else if (c == '~') out += "~0";
+    else if (c == '/') out += "~1";
+    else out += c;
+  }
+  return out;
+}
+
+StatusOr<Matcher> Matcher::Parse(const std::string& spec, bool allow_exact_text) {
+  Matcher m;
+  if (spec.empty()) return m;
+  auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    if (!allow_exact_text) {
+      return Status::InvalidArgument("must be field=value (got \"" + spec + "\")");
+    }
+    m.kind_ = Kind::kExactText;
+    m.value_ = spec;
+    return m;
+  }
+  m.kind_ = Kind::kField;
+  m.pointer_ = DottedToPointer(std::string_view(spec).substr(0, eq));
+  m.value_ = spec.substr(eq + 1);
+  return m;
+}
+
+struct FrameInspector::Impl {
+  simdjson::dom::parser parser;
+  std::string seq_pointer;
+  std::string topic_pointer;
+  std::string ack_id_pointer;
+  Matcher app_pong;
+  Matcher ack;
+};
+
+FrameInspector::FrameInspector() : impl_(std::make_unique<Impl>()) {}
+FrameInspector::~FrameInspector() = default;
+
+StatusOr<std::unique_ptr<FrameInspector>> FrameInspector::Create(const InspectorOptions& o) {
+  std::unique_ptr<FrameInspector> fi(new FrameInspector());
+  fi->impl_->seq_pointer = DottedToPointer(o.seq_field);
+  fi->impl_->topic_pointer = DottedToPointer(o.topic_field);
+  fi->impl_->ack_id_pointer = DottedToPointer(o.ack_id_field);
+  auto pong = Matcher::Parse(o.app_pong, /*allow_exact_text=*/true);
+  if (!pong.ok()) return Status::InvalidArgument("heartbeat.app_pong: " + pong.status().message());
+  auto ack = Matcher::Parse(o.ack_match, /*allow_exact_text=*/false);
+  if (!ack.ok()) return Status::InvalidArgument("protocol.ack_match: " + ack.status().message());
+  fi->impl_->app_pong = *pong;
+  fi->impl_->ack = *ack;
+  return fi;
+}
+
+bool FrameInspector::active() const {
+  return !impl_->seq_pointer.empty() || !impl_->topic_pointer.empty() ||
+         !impl_->app_pong.empty() || !impl_->ack.empty();
+}
+
+FrameInfo FrameInspector::Inspect(std::string_view text) {
+  FrameInfo info;
+  // Cheap pre-check: only objects can carry fields (leading whitespace allowed).
+  size_t i = text.find_first_not_of(" \t\r\n");
+  simdjson::dom::element root;
+  bool is_object = false;
+  if (i != std::string_view::npos && text[i] == '{' && impl_->parser.parse(text.data(), text.size()).get(root) == simdjson::SUCCESS) {
+    info.valid_json = true;
+    is_object = root.is_object();
+  }
+  simdjson::dom::element* rootp = is_object ? &root : nullptr;
+  if (Matches(impl_->app_pong, text, rootp)) {
+    info.kind = FrameInfo::Kind::kAppPong;
+    return info;
+  }
+  if (rootp != nullptr && Matches(impl_->ack, text, rootp)) {
+    auto id = ScalarText(root, impl_->ack_id_pointer);
+    if (id) {
+      info.kind = FrameInfo::Kind::kAck;
+      info.ack_id = std::move(*id);
+      return info;
+    }
+  }
+  if (rootp == nullptr) return info;
+  if (!impl_->seq_pointer.empty()) info.upstream_seq = SeqValue(root, impl_->seq_pointer);
+  if (!impl_->topic_pointer.empty()) {
+    if (auto t = ScalarText(root, impl_->topic_pointer)) {
+      info.topic = std::move(*t);
+      info.has_topic = true;
+    }
+  }
+  return info;
+}
+
+std::optional<std::string> ExtractStringField(std::string_view json, const std::string& pointer) {
+  thread_local simdjson::dom::parser parser;
+  size_t i = json.find_first_not_of(" \t\r\n");
+  if (i == std::string_view::npos || json[i] != '{') return std::nullopt;
+  simdjson::dom::element root;
+  if (parser.parse(json.data(), json.size()).get(root) != simdjson::SUCCESS) return std::nullopt;
+  return ScalarText(root, pointer);
+}
+
+}  // namespace wsbridge

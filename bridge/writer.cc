@@ -1,1 +1,195 @@
-// placeholder
+#include "bridge/writer.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "wsbridge.pb.h"
+
+namespace wsbridge {
+namespace {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+int64_t WallNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Writer::Writer(WriterOptions options, std::unique_ptr<Store> store, zmq::context_t* ctx,
+               InboundQueue* queue, Stats* stats)
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      pub_(*ctx, zmq::socket_type::pub),
+      queue_(queue),
+      stats_(stats) {
+  Cursor c = store_->cursor();
+  epoch_ = c.epoch;
+  accepted_upstream_seq_ = c.last_upstream_seq;
+  committed_upstream_seq_ = c.last_upstream_seq;
+  stats_->last_seq = static_cast<int64_t>(c.last_seq);
+  stats_->last_upstream_seq = static_cast<int64_t>(c.last_upstream_seq);
+}
+
+Writer::~Writer() = default;
+
+Status Writer::Bind() {
+  try {
+    pub_.set(zmq::sockopt::sndhwm, options_.pub_hwm);
+    pub_.set(zmq::sockopt::linger, 0);
+    pub_.bind(options_.pub_endpoint);
+    bound_endpoint_ = pub_.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::InvalidArgument("zmq.pub: cannot bind " + options_.pub_endpoint + ": " +
+                                   e.what());
+  }
+  return Status::OK();
+}
+
+void Writer::Stop() {
+  stop_ = true;
+  queue_->Wake();
+}
+
+size_t Writer::FillBatch() {
+  size_t bytes = 0;
+  size_t start = pending_pos_;
+  while (pending_pos_ < pending_.size() && batch_.inbound.size() < options_.max_batch_messages &&
+         bytes < options_.max_batch_bytes) {
+    InboundFrame& f = pending_[pending_pos_++];
+    if (f.upstream_seq) {
+      uint64_t useq = *f.upstream_seq;
+      if (useq <= accepted_upstream_seq_) {
+        stats_->duplicates_dropped.fetch_add(1, std::memory_order_relaxed);
+        SPDLOG_DEBUG("dropped duplicate upstream seq {} (last {})", useq, accepted_upstream_seq_);
+        continue;
+      }
+      if (accepted_upstream_seq_ != 0 && useq > accepted_upstream_seq_ + 1) {
+        uint64_t missing = useq - accepted_upstream_seq_ - 1;
+        stats_->seq_gaps.fetch_add(1, std::memory_order_relaxed);
+        stats_->seq_gap_messages.fetch_add(missing, std::memory_order_relaxed);
+        spdlog::warn("upstream seq jumped from {} to {}: {} message(s) the upstream no longer has",
+                     accepted_upstream_seq_, useq, missing);
+      }
+      accepted_upstream_seq_ = useq;
+      batch_.last_upstream_seq = useq;
+    }
+    bytes += f.payload.size();
+    InboundMessage m;
+    m.upstream_seq = f.upstream_seq.value_or(0);
+    m.topic = std::move(f.topic);
+    m.payload = std::move(f.payload);
+    m.binary = f.binary;
+    m.received_at_unix_ns = f.received_at_unix_ns;
+    batch_.inbound.push_back(std::move(m));
+  }
+  if (pending_pos_ == pending_.size()) {
+    pending_.clear();
+    pending_pos_ = 0;
+  }
+  return pending_pos_ - start;
+}
+
+bool Writer::CommitAndPublish() {
+  BatchResult result;
+  int64_t t0 = NowNs();
+  Status s = store_->Commit(batch_, &result);
+  if (!s.ok()) {
+    stats_->commit_failures.fetch_add(1, std::memory_order_relaxed);
+    if (stats_->storage_ok.exchange(0) == 1) {
+      spdlog::error("storage: commit failed, inbound paused until it works again: {}",
+                    s.ToString());
+      stats_->SetStorageReason("storage: " + s.ToString());
+    }
+    return false;
+  }
+  stats_->commit_ns_total.fetch_add(static_cast<uint64_t>(NowNs() - t0),
+                                    std::memory_order_relaxed);
+  stats_->commits.fetch_add(1, std::memory_order_relaxed);
+  if (stats_->storage_ok.exchange(1) == 0) {
+    spdlog::info("storage: commits work again");
+    stats_->SetStorageReason("");
+  }
+  Cursor c = store_->cursor();
+  committed_upstream_seq_ = c.last_upstream_seq;
+  stats_->last_seq = static_cast<int64_t>(c.last_seq);
+  stats_->last_upstream_seq = static_cast<int64_t>(c.last_upstream_seq);
+  stats_->journaled.fetch_add(batch_.inbound.size(), std::memory_order_relaxed);
+  // G1: only now, after the commit, do the messages leave the process.
+  Publish(result.first_seq);
+  batch_.clear();
+  return true;
+}
+
+void Writer::Publish(uint64_t first_seq) {
+  wsbridge::v1::Envelope env;
+  uint64_t seq = first_seq;
+  for (InboundMessage& m : batch_.inbound) {
+    env.set_seq(seq++);
+    env.set_upstream_seq(m.upstream_seq);
+    env.set_topic(m.topic);
+    env.set_payload(std::move(m.payload));
+    env.set_binary(m.binary);
+    env.set_received_at_unix_ns(m.received_at_unix_ns);
+    env.set_epoch(epoch_);
+    env.SerializeToString(&scratch_);
+    zmq::message_t topic(m.topic.data(), m.topic.size());
+    zmq::message_t body(scratch_.data(), scratch_.size());
+    // PUB never blocks: past the high-water mark a slow subscriber misses messages and gets
+    // them back through replay (the journal is the source of truth).
+    auto sent = pub_.send(topic, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (sent) (void)pub_.send(body, zmq::send_flags::dontwait);
+  }
+  stats_->published.fetch_add(batch_.inbound.size(), std::memory_order_relaxed);
+}
+
+void Writer::Run() {
+  pollfd pfd{queue_->wake_fd(), POLLIN, 0};
+  for (;;) {
+    MaybeTrim();
+    if (pending_.empty() && batch_.empty()) {
+      bool stopping = stop_.load();
+      if (queue_->PopAll(&pending_) && resume_reader_) resume_reader_();
+      if (pending_.empty()) {
+        if (stopping) break;
+        poll(&pfd, 1, 1000);
+        continue;
+      }
+    }
+    if (batch_.empty()) FillBatch();
+    if (batch_.empty()) continue;  // everything was a duplicate
+    if (CommitAndPublish()) continue;
+    // Keep the batch; wait before retrying. Stop still drains: a stopping daemon with broken
+    // storage gives up the batch (it was never acknowledged, and resume will fetch it again).
+    if (stop_.load()) {
+      spdlog::error("storage: stopping with {} uncommitted message(s); the upstream will resend "
+                    "them after the resume point", batch_.inbound.size());
+      break;
+    }
+    poll(nullptr, 0, options_.retry_ms);
+  }
+}
+
+void Writer::MaybeTrim() {
+  int64_t now = NowNs();
+  if (now - last_trim_ns_ < options_.trim_interval_ms * 1000000LL) return;
+  last_trim_ns_ = now;
+  // Small steps: a large backlog of expired rows is worked off over several calls, so the
+  // inbound path never waits long behind a trim.
+  auto trimmed = store_->TrimJournal(WallNowNs(), options_.trim_step_rows);
+  if (!trimmed.ok()) {
+    spdlog::warn("journal: trim failed: {}", trimmed.status().ToString());
+  } else if (*trimmed == options_.trim_step_rows) {
+    last_trim_ns_ = 0;  // more to do: trim again on the next turn
+  }
+}
+
+}  // namespace wsbridge

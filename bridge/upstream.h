@@ -1,0 +1,47 @@
+// Upstream: the one resilient WebSocket connection to the remote feed.
+//
+// It owns an Asio io_context and a websocketpp client endpoint (ws:// or wss://, chosen by the
+// URL), and makes a new websocketpp connection per attempt. On every open it sends the resume
+// text with the last committed upstream seq, then protocol.on_open. Received data frames go to
+// the InboundQueue; application pongs (and later upstream acks) are consumed here. TLS verifies
+// the certificate chain and the host name (SNI is sent) unless upstream.tls.verify=false.
+//
+// Threading: Create() and Run() on the I/O thread's owner; Run() blocks on the I/O thread and
+// does all websocketpp work there. Stop() and ResumeReading() may be called from any thread;
+// they post to the I/O thread. Nothing here touches SQLite or ZeroMQ.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "bridge/config.h"
+#include "bridge/inbound_queue.h"
+#include "bridge/stats.h"
+#include "common/status.h"
+
+namespace wsbridge {
+
+struct UpstreamHooks {
+  InboundQueue* queue = nullptr;
+  Stats* stats = nullptr;
+  // The last upstream seq committed to the journal: the resume point. Any-thread safe.
+  std::function<uint64_t()> resume_seq;
+};
+
+class Upstream {
+ public:
+  // Validates what can be validated before connecting (URL, TLS files, matchers).
+  static StatusOr<std::unique_ptr<Upstream>> Create(const Config& config, UpstreamHooks hooks);
+  virtual ~Upstream() = default;
+
+  // Connects, and reconnects, until Stop(). Returns the process exit code it suggests:
+  // 0 after Stop(), non-zero when reconnect.max_attempts was exhausted.
+  virtual int Run() = 0;
+  // Closes the connection with 1000 and makes Run() return. Any thread; idempotent.
+  virtual void Stop() = 0;
+  // The writer drained the queue: read from the socket again. Any thread.
+  virtual void ResumeReading() = 0;
+};
+
+}  // namespace wsbridge

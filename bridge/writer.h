@@ -1,0 +1,96 @@
+// Writer: the thread that makes inbound messages durable and then publishes them (G1, G2, G4).
+//
+// It owns the read-write Store and the ZeroMQ PUB socket; nobody else touches either. Its loop:
+// take every frame the I/O thread queued, drop duplicates (upstream seq not above the last one
+// accepted), commit them as ONE transaction (journal rows + cursor), and only then publish
+// [topic][Envelope] for each. Batches form by themselves: while one commit runs, the next
+// batch gathers in the queue, so a batch is one message at low rates and up to
+// max_batch_messages at high rates; latency is bounded by one commit.
+//
+// When a commit fails (disk full, I/O error) nothing is published; the batch is kept and
+// retried, the queue stops being drained, and the I/O thread stops reading from the upstream
+// (backpressure) until storage works again.
+//
+// Threading: construct and Bind() on the main thread, then Run() on the writer thread.
+// Stop() and the accessors may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "bridge/inbound_queue.h"
+#include "bridge/stats.h"
+#include "storage/store.h"
+
+namespace wsbridge {
+
+struct WriterOptions {
+  std::string pub_endpoint = "tcp://127.0.0.1:5556";
+  int pub_hwm = 100000;
+  size_t max_batch_messages = 4096;
+  size_t max_batch_bytes = 8u << 20;
+  int retry_ms = 200;  // pause between attempts while storage fails
+  int64_t trim_interval_ms = 1000;  // how often retention runs
+  uint64_t trim_step_rows = 5000;   // rows deleted per step at most
+};
+
+// Wall-clock time in ns since the Unix epoch (received_at, retention ages).
+int64_t WallNowNs();
+
+class Writer {
+ public:
+  Writer(WriterOptions options, std::unique_ptr<Store> store, zmq::context_t* ctx,
+         InboundQueue* queue, Stats* stats);
+  ~Writer();
+
+  // Binds the PUB socket. Returns the error naming the endpoint when it cannot.
+  Status Bind();
+  // The endpoint actually bound (with the OS-chosen port for tcp://...:*).
+  std::string pub_endpoint() const { return bound_endpoint_; }
+
+  // Called by the writer thread when the reader may resume (queue drained below low water).
+  void set_resume_reader(std::function<void()> fn) { resume_reader_ = std::move(fn); }
+
+  // Thread body. Returns after Stop(), once everything queued before it is committed and
+  // published (or storage has failed for good).
+  void Run();
+  void Stop();
+
+  // Highest upstream seq committed: what the resume text tells the upstream. Any thread.
+  uint64_t committed_upstream_seq() const { return committed_upstream_seq_.load(); }
+  uint64_t epoch() const { return epoch_; }
+
+ private:
+  // Builds the batch from pending_ (dedup, gap detection). Returns how many frames it consumed.
+  size_t FillBatch();
+  bool CommitAndPublish();  // false: commit failed, batch kept for retry
+  void Publish(uint64_t first_seq);
+  void MaybeTrim();  // journal retention in small steps
+
+  WriterOptions options_;
+  std::unique_ptr<Store> store_;
+  zmq::socket_t pub_;
+  InboundQueue* queue_;
+  Stats* stats_;
+  std::function<void()> resume_reader_;
+  std::string bound_endpoint_;
+  uint64_t epoch_ = 0;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> committed_upstream_seq_{0};
+
+  // Writer-thread state.
+  std::vector<InboundFrame> pending_;  // popped from the queue, not yet in a batch
+  size_t pending_pos_ = 0;
+  Batch batch_;
+  uint64_t accepted_upstream_seq_ = 0;  // highest upstream seq in the journal or current batch
+  std::string scratch_;
+  int64_t last_trim_ns_ = 0;
+};
+
+}  // namespace wsbridge
