@@ -40,6 +40,7 @@ struct Stats {
   Gauge last_seq{0};
   Gauge last_upstream_seq{0};
   Gauge storage_ok{1};          // 0 while commits fail
+  Gauge subscriptions{0};       // live topic subscriptions on the PUB socket
   Counter commit_ns_total{0};   // sum of commit durations
 
   std::array<Counter, static_cast<size_t>(RejectReason::kCount)> rejections{};

@@ -28,7 +28,7 @@ Writer::Writer(WriterOptions options, std::unique_ptr<Store> store, zmq::context
                InboundQueue* queue, Stats* stats)
     : options_(std::move(options)),
       store_(std::move(store)),
-      pub_(*ctx, zmq::socket_type::pub),
+      pub_(*ctx, zmq::socket_type::xpub),
       queue_(queue),
       stats_(stats) {
   Cursor c = store_->cursor();
@@ -152,15 +152,17 @@ void Writer::Publish(uint64_t first_seq) {
 }
 
 void Writer::Run() {
-  pollfd pfd{queue_->wake_fd(), POLLIN, 0};
+  zmq::pollitem_t items[] = {{pub_.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, queue_->wake_fd(), ZMQ_POLLIN, 0}};
   for (;;) {
     MaybeTrim();
+    DrainSubscriptions();
     if (pending_.empty() && batch_.empty()) {
       bool stopping = stop_.load();
       if (queue_->PopAll(&pending_) && resume_reader_) resume_reader_();
       if (pending_.empty()) {
         if (stopping) break;
-        poll(&pfd, 1, 1000);
+        zmq::poll(items, 2, std::chrono::milliseconds(1000));
         continue;
       }
     }
@@ -175,6 +177,22 @@ void Writer::Run() {
       break;
     }
     poll(nullptr, 0, options_.retry_ms);
+  }
+}
+
+void Writer::DrainSubscriptions() {
+  zmq::message_t msg;
+  while (pub_.recv(msg, zmq::recv_flags::dontwait)) {
+    if (msg.size() == 0) continue;
+    const char* data = static_cast<const char*>(msg.data());
+    std::string prefix(data + 1, msg.size() - 1);
+    if (data[0] == 1) {
+      stats_->subscriptions.fetch_add(1, std::memory_order_relaxed);
+      spdlog::debug("zmq: subscription to topic prefix \"{}\"", prefix);
+    } else if (data[0] == 0) {
+      stats_->subscriptions.fetch_sub(1, std::memory_order_relaxed);
+      spdlog::debug("zmq: unsubscription from topic prefix \"{}\"", prefix);
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 // Writer: the thread that makes inbound messages durable and then publishes them (G1, G2, G4).
 //
-// It owns the read-write Store and the ZeroMQ PUB socket; nobody else touches either. Its loop:
+// It owns the read-write Store and the ZeroMQ PUB socket (an XPUB, so that it can count
+// subscriptions); nobody else touches either. Its loop:
 // take every frame the I/O thread queued, drop duplicates (upstream seq not above the last one
 // accepted), commit them as ONE transaction (journal rows + cursor), and only then publish
 // [topic][Envelope] for each. Batches form by themselves: while one commit runs, the next
@@ -71,6 +72,7 @@ class Writer {
   bool CommitAndPublish();  // false: commit failed, batch kept for retry
   void Publish(uint64_t first_seq);
   void MaybeTrim();  // journal retention in small steps
+  void DrainSubscriptions();  // XPUB: count (un)subscriptions for logs and metrics
 
   WriterOptions options_;
   std::unique_ptr<Store> store_;

@@ -90,8 +90,9 @@ class Db {
   Status Exec(const char* sql, std::string_view what);
   // Prepares a statement kept for the life of the connection.
   Status Prepare(std::string_view sql, Stmt* out);
-  // Runs a statement that yields one integer (a PRAGMA, a count).
+  // Run a statement and return the first column of its first row (a PRAGMA, a count).
   StatusOr<int64_t> QueryInt(const char* sql, std::string_view what);
+  StatusOr<std::string> QueryText(const char* sql, std::string_view what);
   // Rows changed by the last INSERT/UPDATE/DELETE.
   int64_t Changes() const;
   bool InTransaction() const;
@@ -99,6 +100,9 @@ class Db {
   sqlite3* get() const { return db_; }
 
  private:
+  // Prepares `sql` into *stmt and steps it to its first row.
+  Status QueryRow(const char* sql, std::string_view what, Stmt* stmt);
+
   sqlite3* db_ = nullptr;
 };
 

@@ -1,0 +1,152 @@
+// wsbridge-load-inbound: end-to-end inbound throughput and latency, measured in one run against
+// a raw websocketpp client on the same machine, so that the figure that matters is a ratio.
+//
+//   raw     wsbridge-upstream -> a bare websocketpp client that counts messages
+//   bridge  wsbridge-upstream -> wsbridge (journal commit, then publish) -> a ZeroMQ subscriber
+//
+// Both read the same N messages from the upstream's history as fast as they can. Then the
+// latency run: the upstream produces 10 000 msg/s live and the subscriber measures, for each
+// message, its receipt time minus the upstream's send time (data.ts_ns, wall clock).
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <websocketpp/client.hpp>
+
+#include "bridge/ws_config.h"
+#include "integration/harness.h"
+
+using namespace wsbridge::testing;
+using namespace std::chrono;
+
+namespace {
+
+double Seconds(steady_clock::duration d) { return duration<double>(d).count(); }
+
+int64_t WallNs() {
+  return duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// Reads n messages with a bare websocketpp client; returns messages per second.
+double RawRate(const std::string& dir, int n, int bytes) {
+  int port = 0;
+  Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=0",
+                                 "--history=" + std::to_string(n),
+                                 "--payload-bytes=" + std::to_string(bytes)},
+                           &port, "raw-upstream");
+  using Client = websocketpp::client<wsbridge::WsClientConfig>;
+  Client c;
+  c.clear_access_channels(websocketpp::log::alevel::all);
+  c.clear_error_channels(websocketpp::log::elevel::all);
+  c.init_asio();
+  int got = 0;
+  steady_clock::time_point first, last;
+  c.set_open_handler([&](websocketpp::connection_hdl h) {
+    c.send(h, R"({"type":"resume","after":0})", websocketpp::frame::opcode::text);
+  });
+  c.set_message_handler([&](websocketpp::connection_hdl h, Client::message_ptr) {
+    if (got++ == 0) first = steady_clock::now();
+    if (got == n) {
+      last = steady_clock::now();
+      c.close(h, websocketpp::close::status::normal, "");
+    }
+  });
+  websocketpp::lib::error_code ec;
+  auto con = c.get_connection("ws://127.0.0.1:" + std::to_string(port) + "/feed", ec);
+  c.connect(con);
+  c.run();
+  up.Kill(SIGTERM);
+  return got == n ? (n - 1) / Seconds(last - first) : 0;
+}
+
+struct BridgeRun {
+  double rate = 0;
+  std::vector<int64_t> latencies_ns;
+};
+
+// Starts the bridge first, subscribes, then the upstream; measures at the subscriber.
+BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string& rate,
+                     const std::string& durability, bool latency) {
+  static int run = 0;
+  std::string tag = "run" + std::to_string(++run);
+  int port = FreePort();
+  BridgeEndpoints ep;
+  Child bridge = StartBridge(dir, "ws://127.0.0.1:" + std::to_string(port) + "/feed",
+                             dir + "/" + tag + ".db",
+                             {"--log-level=debug", "--set=storage.durability=" + durability,
+                              "--set=heartbeat.interval_ms=0"},
+                             &ep, tag + "-bridge");
+  zmq::context_t ctx;
+  Subscriber sub(ctx, ep.pub);
+  bridge.WaitForOutput("subscription to topic prefix", "err");
+  Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=" + rate,
+                                 "--history=" + std::to_string(n),
+                                 "--payload-bytes=" + std::to_string(bytes)},
+                           &port, tag + "-upstream");
+  BridgeRun out;
+  simdjson::dom::parser parser;
+  steady_clock::time_point first, last;
+  uint64_t first_seq = 0, last_seq = 0;
+  while (true) {
+    auto m = sub.Next(seconds(20));
+    if (!m) break;
+    auto now = steady_clock::now();
+    if (first_seq == 0) {
+      first = now;
+      first_seq = m->second.seq();
+    }
+    last = now;
+    last_seq = m->second.seq();
+    if (latency && last_seq > static_cast<uint64_t>(n / 10)) {  // skip the warm-up tenth
+      int64_t recv = WallNs();
+      const std::string& p = m->second.payload();
+      simdjson::dom::element doc;
+      int64_t ts = 0;
+      if (parser.parse(p).get(doc) == simdjson::SUCCESS &&
+          doc.at_pointer("/data/ts_ns").get_int64().get(ts) == simdjson::SUCCESS) {
+        out.latencies_ns.push_back(recv - ts);
+      }
+    }
+    if (last_seq == static_cast<uint64_t>(n)) break;
+  }
+  if (last_seq == static_cast<uint64_t>(n) && last_seq > first_seq) {
+    out.rate = (last_seq - first_seq) / Seconds(last - first);
+  } else {
+    std::fprintf(stderr, "bridge run %s incomplete: got up to seq %llu of %d\n", tag.c_str(),
+                 static_cast<unsigned long long>(last_seq), n);
+  }
+  bridge.Kill(SIGTERM);
+  up.Kill(SIGTERM);
+  return out;
+}
+
+double Percentile(std::vector<int64_t> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))] / 1e3;  // microseconds
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int scale = argc > 1 ? std::atoi(argv[1]) : 1;  // multiply message counts
+  TempDir dir;
+  std::printf("inbound throughput (messages/s), same machine, same run\n");
+  std::printf("%-8s %12s %12s %8s %12s %8s\n", "size", "raw ws", "bridge", "ratio",
+              "bridge/power", "ratio");
+  for (int bytes : {100, 4096}) {
+    int n = (bytes == 100 ? 200000 : 50000) * scale;
+    double raw = RawRate(dir.path(), n, bytes);
+    double process = BridgeRate(dir.path(), n, bytes, "0", "process", false).rate;
+    double power = BridgeRate(dir.path(), n, bytes, "0", "power", false).rate;
+    std::printf("%-8s %12.0f %12.0f %8.2f %12.0f %8.2f\n",
+                (std::to_string(bytes) + " B").c_str(), raw, process, raw ? process / raw : 0,
+                power, raw ? power / raw : 0);
+  }
+  BridgeRun lat = BridgeRate(dir.path(), 50000 * scale, 100, "10000", "process", true);
+  std::printf("latency upstream send -> subscriber receipt at 10000 msg/s, 100 B, "
+              "durability=process: p50 %.0f us, p99 %.0f us, max %.0f us (%zu samples)\n",
+              Percentile(lat.latencies_ns, 0.5), Percentile(lat.latencies_ns, 0.99),
+              Percentile(lat.latencies_ns, 1.0), lat.latencies_ns.size());
+  return 0;
+}

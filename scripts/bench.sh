@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# make bench: unit benchmarks, then the end-to-end load runs. Prints figures; asserts nothing.
+set -euo pipefail
+BUILD=${1:-build}
+echo "== unit benchmarks (Google Benchmark)"
+"$BUILD/bench/wsbridge-bench-units" --benchmark_min_time=0.2
+echo
+echo "== end-to-end inbound (raw websocketpp vs bridge, one run)"
+"$BUILD/bench/wsbridge-load-inbound"

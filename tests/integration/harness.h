@@ -1,0 +1,251 @@
+// Integration-test harness: real child processes, real sockets, real files.
+//
+// Child         a started binary whose stdout and stderr go to files in the test's directory
+//               (read them with Child::Output(); nothing can block on a full pipe)
+// WaitFor       polls a condition until it holds or a deadline passes (no sleeps as sync)
+// FreePort      a TCP port chosen by the OS (bind port 0, read it, close)
+// Subscriber    a ZeroMQ SUB socket that decodes [topic][Envelope]
+//
+// Everything here is used from the test's main thread only.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+
+#include "testutil.h"
+#include "wsbridge.pb.h"
+
+namespace wsbridge::testing {
+
+inline std::string BinDir() { return WSB_BIN_DIR; }
+inline std::string Bin(const std::string& name) {
+  std::string dir = BinDir();  // .../bridge; the tools live in ../tools
+  if (name == "wsbridge") return dir + "/wsbridge";
+  return dir + "/../tools/" + name;
+}
+
+// Polls `cond` every few milliseconds until it returns true or `timeout` passes.
+inline bool WaitFor(const std::function<bool()>& cond,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+inline std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+inline int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class Child {
+ public:
+  Child() = default;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  Child(Child&& o) noexcept { *this = std::move(o); }
+  Child& operator=(Child&& o) noexcept {
+    std::swap(pid_, o.pid_);
+    std::swap(out_, o.out_);
+    std::swap(err_, o.err_);
+    return *this;
+  }
+  ~Child() { Kill(SIGKILL); }
+
+  // Starts argv[0] with the given arguments; output goes to <dir>/<tag>.out and .err (appended,
+  // so restarts of the same tag keep one log).
+  static Child Start(const std::vector<std::string>& argv, const std::string& dir,
+                     const std::string& tag, const std::vector<std::string>& env = {}) {
+    Child c;
+    c.out_ = dir + "/" + tag + ".out";
+    c.err_ = dir + "/" + tag + ".err";
+    pid_t pid = fork();
+    if (pid == 0) {
+      int out = open(c.out_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      int err = open(c.err_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(out, 1);
+      dup2(err, 2);
+      int devnull = open("/dev/null", O_RDONLY);
+      dup2(devnull, 0);
+      for (const auto& kv : env) putenv(strdup(kv.c_str()));
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    c.pid_ = pid;
+    return c;
+  }
+
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0; }
+  std::string Stdout() const { return ReadFileOrEmpty(out_); }
+  std::string Stderr() const { return ReadFileOrEmpty(err_); }
+
+  // Sends `sig` and reaps the process (SIGKILL: at once; others: waits up to `timeout`, then
+  // kills). Returns the exit status as from waitpid, or -1 when not running.
+  int Kill(int sig, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, sig);
+    return Wait(timeout);
+  }
+
+  // Waits for the process to exit by itself; kills it after `timeout`.
+  int Wait(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    bool done = WaitFor([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, timeout);
+    if (!done) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+    }
+    pid_ = -1;
+    return status;
+  }
+
+  // True when the process has exited (and reaps it).
+  bool Exited(int* status = nullptr) {
+    if (pid_ <= 0) return true;
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    if (status) *status = st;
+    return true;
+  }
+
+  // Waits until `re` matches in stdout (stream="out") or stderr; returns the first group.
+  std::optional<std::string> WaitForOutput(const std::string& re, const std::string& stream,
+                                           std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    std::regex rx(re);
+    std::smatch m;
+    std::optional<std::string> found;
+    WaitFor(
+        [&] {
+          std::string text = stream == "out" ? Stdout() : Stderr();
+          if (std::regex_search(text, m, rx)) {
+            found = m.size() > 1 ? m[1].str() : m[0].str();
+            return true;
+          }
+          return pid_ > 0 && Exited();
+        },
+        timeout);
+    return found;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string out_, err_;
+};
+
+// A reference upstream on an OS-chosen port. Extra flags as given.
+inline Child StartUpstream(const std::string& dir, std::vector<std::string> flags, int* port,
+                           const std::string& tag = "upstream") {
+  std::vector<std::string> argv = {Bin("wsbridge-upstream")};
+  if (*port == 0) argv.push_back("--port=0");
+  else argv.push_back("--port=" + std::to_string(*port));
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  Child c = Child::Start(argv, dir, tag);
+  auto p = c.WaitForOutput(R"(listening on (\d+))", "out");
+  *port = p ? std::stoi(*p) : 0;
+  return c;
+}
+
+// The bridge with OS-chosen ZeroMQ ports; flags are appended (e.g. "--set=x.y=z").
+struct BridgeEndpoints {
+  std::string pub;
+};
+
+inline Child StartBridge(const std::string& dir, const std::string& upstream_url,
+                         const std::string& db, std::vector<std::string> flags,
+                         BridgeEndpoints* endpoints, const std::string& tag = "bridge") {
+  std::vector<std::string> argv = {Bin("wsbridge"),
+                                   "--upstream=" + upstream_url,
+                                   "--db=" + db,
+                                   "--pub=tcp://127.0.0.1:*",
+                                   "--send=tcp://127.0.0.1:*",
+                                   "--replay=tcp://127.0.0.1:*",
+                                   "--set=http.listen=",
+                                   "--log-level=debug",
+                                   "--set=reconnect.base_delay_ms=20",
+                                   "--set=reconnect.max_delay_ms=200"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  // Count the "publishing on" lines already in the (appended) log, to find this run's.
+  std::string before = ReadFileOrEmpty(dir + "/" + tag + ".err");
+  Child c = Child::Start(argv, dir, tag);
+  if (endpoints) {
+    std::regex rx(R"(publishing on (tcp://[0-9.]+:\d+))");
+    WaitFor([&] {
+      std::string text = c.Stderr().substr(before.size());
+      std::smatch m;
+      if (std::regex_search(text, m, rx)) {
+        endpoints->pub = m[1];
+        return true;
+      }
+      return c.Exited();
+    });
+  }
+  return c;
+}
+
+// Receives [topic][Envelope] messages.
+class Subscriber {
+ public:
+  Subscriber(zmq::context_t& ctx, const std::string& endpoint, const std::string& prefix = "")
+      : sock_(ctx, zmq::socket_type::sub) {
+    sock_.set(zmq::sockopt::rcvhwm, 0);
+    sock_.set(zmq::sockopt::subscribe, prefix);
+    sock_.connect(endpoint);
+  }
+
+  // Next message within timeout, or nullopt.
+  std::optional<std::pair<std::string, v1::Envelope>> Next(
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    sock_.set(zmq::sockopt::rcvtimeo, static_cast<int>(timeout.count()));
+    zmq::message_t topic, body;
+    if (!sock_.recv(topic) || !topic.more() || !sock_.recv(body)) return std::nullopt;
+    v1::Envelope env;
+    if (!env.ParseFromArray(body.data(), static_cast<int>(body.size()))) return std::nullopt;
+    return std::make_pair(topic.to_string(), std::move(env));
+  }
+
+ private:
+  zmq::socket_t sock_;
+};
+
+}  // namespace wsbridge::testing
