@@ -29,6 +29,12 @@ std::string ReplaceLastSeq(std::string text, uint64_t last_seq) {
   return text;
 }
 
+asio::ip::tcp::socket& LowestLayer(asio::ip::tcp::socket& s) { return s; }
+template <typename Stream>
+auto& LowestLayer(Stream& s) {
+  return s.lowest_layer();
+}
+
 // Everything the two transports share lives in this template; the TLS difference is the
 // tls_init_handler, set only for WssClientConfig.
 template <typename WsConfig>
@@ -49,6 +55,11 @@ class Link final : public Upstream {
     client_.clear_error_channels(websocketpp::log::elevel::all);
     client_.init_asio(&io_);
     InitTls();
+    // Small frames must not wait for Nagle + delayed ACK (a 40 ms stall on Linux).
+    client_.set_socket_init_handler([](websocketpp::connection_hdl, auto& socket) {
+      asio::error_code ec;
+      LowestLayer(socket).set_option(asio::ip::tcp::no_delay(true), ec);
+    });
   }
 
   int Run() override {
