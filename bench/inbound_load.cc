@@ -27,10 +27,12 @@ int64_t WallNs() {
   return duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// Reads n messages with a bare websocketpp client; returns messages per second.
-double RawRate(const std::string& dir, int n, int bytes) {
+// Reads n messages with a bare websocketpp client; returns messages per second. With
+// `latencies`, the upstream produces at `rate` and each message's send->receipt time is kept.
+double RawRate(const std::string& dir, int n, int bytes, const std::string& rate = "0",
+               std::vector<int64_t>* latencies = nullptr) {
   int port = 0;
-  Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=0",
+  Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=" + rate,
                                  "--history=" + std::to_string(n),
                                  "--payload-bytes=" + std::to_string(bytes)},
                            &port, "raw-upstream");
@@ -44,7 +46,16 @@ double RawRate(const std::string& dir, int n, int bytes) {
   c.set_open_handler([&](websocketpp::connection_hdl h) {
     c.send(h, R"({"type":"resume","after":0})", websocketpp::frame::opcode::text);
   });
-  c.set_message_handler([&](websocketpp::connection_hdl h, Client::message_ptr) {
+  simdjson::dom::parser parser;
+  c.set_message_handler([&](websocketpp::connection_hdl h, Client::message_ptr msg) {
+    if (latencies && got > n / 10) {
+      simdjson::dom::element doc;
+      int64_t ts = 0;
+      if (parser.parse(msg->get_payload()).get(doc) == simdjson::SUCCESS &&
+          doc.at_pointer("/data/ts_ns").get_int64().get(ts) == simdjson::SUCCESS) {
+        latencies->push_back(WallNs() - ts);
+      }
+    }
     if (got++ == 0) first = steady_clock::now();
     if (got == n) {
       last = steady_clock::now();
@@ -147,6 +158,11 @@ int main(int argc, char** argv) {
                 (std::to_string(bytes) + " B").c_str(), raw, process, raw ? process / raw : 0,
                 power, raw ? power / raw : 0);
   }
+  std::vector<int64_t> raw_lat;
+  RawRate(dir.path(), 50000 * scale, 100, "10000", &raw_lat);
+  std::printf("latency upstream send -> raw websocketpp client at 10000 msg/s, 100 B: "
+              "p50 %.0f us, p99 %.0f us\n",
+              Percentile(raw_lat, 0.5), Percentile(raw_lat, 0.99));
   BridgeRun lat = BridgeRate(dir.path(), 50000 * scale, 100, "10000", "process", true);
   std::printf("latency upstream send -> subscriber receipt at 10000 msg/s, 100 B, "
               "durability=process: p50 %.0f us, p99 %.0f us, max %.0f us (%zu samples)\n",

@@ -10,10 +10,14 @@ namespace wsbridge {
 
 const char* ToString(Jitter mode) {
   switch (mode) {
-    case Jitter::kNone: return "none";
-    case Jitter::kFull: return "full";
-    case Jitter::kEqual: return "equal";
-    case Jitter::kDecorrelated: return "decorrelated";
+    case Jitter::kNone:
+      return "none";
+    case Jitter::kFull:
+      return "full";
+    case Jitter::kEqual:
+      return "equal";
+    case Jitter::kDecorrelated:
+      return "decorrelated";
   }
   return "?";
 }
@@ -264,7 +268,7 @@ std::optional<Duration> ParseRetryAfter(std::string_view value,
 std::string FormatDuration(Duration d) {
   char buf[48];
   const int64_t ns = d.count();
-  if (ns < 0) return "-" + FormatDuration(-d);
+  if (ns < 0) return "-" + FormatDuration(ns == Duration::min().count() ? Duration::max() : -d);
   if (ns < 1000000) {
     std::snprintf(buf, sizeof buf, "%lld us", static_cast<long long>(ns / 1000));
   } else if (ns < 1000000000) {

@@ -34,7 +34,7 @@ StatusOr<Jitter> ParseJitter(std::string_view text);
 
 struct BackoffParams {
   Duration base{std::chrono::milliseconds(500)};  // reconnect.base_delay_ms: the first delay
-  Duration cap{std::chrono::seconds(30)};          // reconnect.max_delay_ms: no delay exceeds it
+  Duration cap{std::chrono::seconds(30)};         // reconnect.max_delay_ms: no delay exceeds it
 };
 
 // min(cap, base * 2^attempt), exact and overflow-safe for any attempt (2^4000000000 is simply

@@ -89,7 +89,8 @@ class RandomSource {
   // Uniform in [0, n] (inclusive), without modulo bias worth mentioning (Lemire's multiply).
   uint64_t UniformInclusive(uint64_t n) {
     if (n == UINT64_MAX) return Next();
-    return static_cast<uint64_t>((static_cast<unsigned __int128>(Next()) * (n + 1)) >> 64);
+    __extension__ typedef unsigned __int128 U128;  // GCC/Clang; -Wpedantic-clean
+    return static_cast<uint64_t>((static_cast<U128>(Next()) * (n + 1)) >> 64);
   }
 };
 
