@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <thread>
 #include <zmq.hpp>
 
@@ -70,6 +71,7 @@ class DaemonImpl final : public Daemon {
     std::thread io([this, &upstream_code] {
       upstream_code = upstream_->Run();
       // A fatal upstream condition ends the daemon as a signal would.
+      upstream_done_ = true;
       pthread_kill(main_thread_, SIGTERM);
     });
 
@@ -93,7 +95,7 @@ class DaemonImpl final : public Daemon {
   InboundQueue queue_;
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<Upstream> upstream_;
-  bool upstream_done_ = false;
+  std::atomic<bool> upstream_done_{false};
 };
 
 }  // namespace

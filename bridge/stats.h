@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -28,6 +29,7 @@ struct Stats {
   Counter oversized_closes{0};  // connections closed with 1009
   Counter app_pongs{0};
   Counter reads_paused{0};      // times the reader paused for backpressure
+  Gauge last_rtt_ns{0};         // heartbeat ping -> pong, latest
 
   // Writer thread.
   Counter journaled{0};         // messages committed to the journal
@@ -54,6 +56,24 @@ struct Stats {
     std::lock_guard<std::mutex> lock(reason_mu);
     storage_reason = std::move(r);
   }
+  // The connection policy's state ("open", "backing_off", ...) and why it is not open.
+  void SetUpstreamState(std::string state, std::string reason) {
+    std::lock_guard<std::mutex> lock(reason_mu);
+    upstream_state = std::move(state);
+    upstream_reason = std::move(reason);
+  }
+  std::string UpstreamState() const {
+    std::lock_guard<std::mutex> lock(reason_mu);
+    return upstream_state;
+  }
+  void CountReconnectReason(const std::string& reason) {
+    std::lock_guard<std::mutex> lock(reason_mu);
+    ++reconnect_reasons[reason];
+  }
+  std::map<std::string, uint64_t> ReconnectReasons() const {
+    std::lock_guard<std::mutex> lock(reason_mu);
+    return reconnect_reasons;
+  }
   std::string UpstreamReason() const {
     std::lock_guard<std::mutex> lock(reason_mu);
     return upstream_reason;
@@ -65,7 +85,9 @@ struct Stats {
 
  private:
   mutable std::mutex reason_mu;
+  std::string upstream_state = "idle";
   std::string upstream_reason = "not connected yet";
+  std::map<std::string, uint64_t> reconnect_reasons;
   std::string storage_reason;
 };
 

@@ -9,15 +9,14 @@
 
 #include <chrono>
 
+#include "bridge/clock.h"
+#include "bridge/connection_policy.h"
 #include "bridge/json_fields.h"
 #include "bridge/writer.h"
 #include "bridge/ws_config.h"
 
 namespace wsbridge {
 namespace {
-
-using std::chrono::milliseconds;
-using SteadyTime = std::chrono::steady_clock::time_point;
 
 std::string ReplaceLastSeq(std::string text, uint64_t last_seq) {
   static const std::string kToken = "{last_seq}";
@@ -35,8 +34,26 @@ auto& LowestLayer(Stream& s) {
   return s.lowest_layer();
 }
 
+// Classifies a failed attempt's transport error for the policy (DNS, TCP, TLS, timeout).
+Failure::Kind ClassifyTransportError(const std::error_code& ec) {
+  if (ec.category() == asio::error::get_ssl_category()) return Failure::Kind::kTls;
+  if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again ||
+      ec.category() == asio::error::get_netdb_category() ||
+      ec.category() == asio::error::get_addrinfo_category()) {
+    return Failure::Kind::kDns;
+  }
+  if (ec == websocketpp::transport::error::make_error_code(websocketpp::transport::error::timeout)) {
+    return Failure::Kind::kTimeout;
+  }
+  if (ec.category() == asio::error::get_system_category()) return Failure::Kind::kTcp;
+  return Failure::Kind::kOther;
+}
+
 // Everything the two transports share lives in this template; the TLS difference is the
 // tls_init_handler, set only for WssClientConfig.
+//
+// All members are used on the I/O thread only (inside io_.run()), except that Stop() and
+// ResumeReading() post to it.
 template <typename WsConfig>
 class Link final : public Upstream {
  public:
@@ -44,13 +61,13 @@ class Link final : public Upstream {
   using ConnectionPtr = typename Client::connection_ptr;
   using MessagePtr = typename Client::message_ptr;
 
-  Link(const Config& config, UpstreamHooks hooks, std::unique_ptr<FrameInspector> inspector)
+  Link(const Config& config, UpstreamHooks hooks, std::unique_ptr<FrameInspector> inspector,
+       PolicyOptions policy_options)
       : config_(config),
         hooks_(std::move(hooks)),
         inspector_(std::move(inspector)),
-        reconnect_timer_(io_),
-        heartbeat_timer_(io_),
-        connect_timer_(io_) {
+        policy_(policy_options, &rng_),
+        timer_(io_) {
     client_.clear_access_channels(websocketpp::log::alevel::all);
     client_.clear_error_channels(websocketpp::log::elevel::all);
     client_.init_asio(&io_);
@@ -63,7 +80,7 @@ class Link final : public Upstream {
   }
 
   int Run() override {
-    Connect();
+    asio::post(io_, [this] { Apply(policy_.Start(Now())); });
     io_.run();
     return exit_code_;
   }
@@ -72,18 +89,16 @@ class Link final : public Upstream {
     asio::post(io_, [this] {
       if (stopping_) return;
       stopping_ = true;
-      reconnect_timer_.cancel();
-      heartbeat_timer_.cancel();
-      connect_timer_.cancel();
-      if (con_) {
-        websocketpp::lib::error_code ec;
-        auto state = con_->get_state();
-        if (state == websocketpp::session::state::open) {
-          con_->set_close_handshake_timeout(2000);
-          con_->close(websocketpp::close::status::normal, "bridge shutting down", ec);
-        } else if (state == websocketpp::session::state::connecting) {
-          con_->terminate(websocketpp::lib::error_code());
-        }
+      policy_.Stop(Now());
+      timer_.cancel();
+      if (!con_) return;
+      auto state = con_->get_state();
+      websocketpp::lib::error_code ec;
+      if (state == websocketpp::session::state::open) {
+        con_->set_close_handshake_timeout(2000);
+        con_->close(websocketpp::close::status::normal, "bridge shutting down", ec);
+      } else if (state == websocketpp::session::state::connecting) {
+        con_->terminate(websocketpp::lib::error_code());
       }
     });
   }
@@ -92,68 +107,132 @@ class Link final : public Upstream {
     asio::post(io_, [this] {
       if (!paused_ || !con_) return;
       paused_ = false;
-      websocketpp::lib::error_code ec;
       con_->resume_reading();
     });
   }
 
  private:
+  static TimePoint Now() { return SteadyClock::Default().Now(); }
+
   void InitTls();
 
-  void Connect() {
+  // Carries out what the policy asked for, then re-arms the one timer at its next deadline.
+  void Apply(const Actions& actions) {
+    for (const Action& a : actions) {
+      switch (a.kind) {
+        case Action::Kind::kConnect:
+          Connect(a.conn);
+          break;
+        case Action::Kind::kSendPing:
+          if (con_ && a.conn == con_id_ &&
+              con_->get_state() == websocketpp::session::state::open) {
+            websocketpp::lib::error_code ec;
+            con_->ping("", ec);
+            if (!config_.heartbeat.app_ping.empty()) SendText(config_.heartbeat.app_ping);
+          }
+          break;
+        case Action::Kind::kCloseDead:
+          if (con_ && a.conn == con_id_) {
+            spdlog::warn("upstream: {}: dropping the connection", a.reason);
+            hooks_.stats->CountReconnectReason(ReasonClass(a.reason));
+            // No close handshake with a dead peer: end the connection now.
+            con_->terminate(websocketpp::lib::error_code());
+          }
+          break;
+        case Action::Kind::kExit:
+          spdlog::critical("upstream: {}", a.reason);
+          hooks_.stats->SetUpstreamReason(a.reason);
+          exit_code_ = 3;
+          stopping_ = true;
+          if (con_) con_->terminate(websocketpp::lib::error_code());
+          break;
+      }
+    }
+    PublishStatus();
+    ArmTimer();
+  }
+
+  void ArmTimer() {
+    auto deadline = policy_.NextDeadline();
+    if (!deadline || stopping_) {
+      timer_.cancel();
+      return;
+    }
+    timer_.expires_at(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(*deadline));
+    timer_.async_wait([this](const asio::error_code& e) {
+      if (!e && !stopping_) Apply(policy_.OnTimer(Now()));
+    });
+  }
+
+  void PublishStatus() {
+    PolicyStatus st = policy_.status();
+    hooks_.stats->connected = st.state == PolicyState::kOpen ? 1 : 0;
+    hooks_.stats->SetUpstreamState(ToString(st.state), st.reason);
+    if (st.last_rtt) hooks_.stats->last_rtt_ns = st.last_rtt->count();
+  }
+
+  // A short label for the reconnects-by-reason metric.
+  static std::string ReasonClass(const std::string& reason) {
+    if (reason.rfind("heartbeat", 0) == 0) return "heartbeat_timeout";
+    if (reason.rfind("connect timeout", 0) == 0) return "connect_timeout";
+    return "other";
+  }
+
+  void Connect(ConnId id) {
     if (stopping_) return;
     websocketpp::lib::error_code ec;
     ConnectionPtr con = client_.get_connection(config_.upstream.url, ec);
     if (ec) {
-      Failed("cannot start a connection to " + RedactedUrl() + ": " + ec.message());
+      Fail(id, {Failure::Kind::kOther, 0, std::nullopt, ec.message()});
       return;
     }
     for (const auto& [name, raw] : config_.upstream.headers) {
       auto value = ExpandFileRefs(raw);
       if (!value.ok()) {
-        Failed("upstream.headers." + name + ": " + value.status().message());
+        Fail(id, {Failure::Kind::kOther, 0, std::nullopt,
+                  "upstream.headers." + name + ": " + value.status().message()});
         return;
       }
       con->append_header(name, *value);
     }
     for (const auto& p : config_.upstream.subprotocols) con->add_subprotocol(p, ec);
     con->set_max_message_size(config_.upstream.max_message_bytes);
-    con->set_open_handshake_timeout(config_.upstream.connect_timeout_ms);
-    con->set_open_handler([this](websocketpp::connection_hdl) { OnOpen(); });
-    con->set_fail_handler([this](websocketpp::connection_hdl) { OnFail(); });
-    con->set_close_handler([this](websocketpp::connection_hdl) { OnClose(); });
-    con->set_message_handler(
-        [this](websocketpp::connection_hdl, MessagePtr msg) { OnMessage(std::move(msg)); });
-    con->set_pong_handler([this](websocketpp::connection_hdl, std::string) { OnActivity(); });
+    con->set_open_handshake_timeout(0);  // the policy's connect timeout bounds the attempt
+    con->set_open_handler([this, id](websocketpp::connection_hdl) { OnOpen(id); });
+    con->set_fail_handler([this, id](websocketpp::connection_hdl) { OnFail(id); });
+    con->set_close_handler([this, id](websocketpp::connection_hdl) { OnClose(id); });
+    con->set_message_handler([this, id](websocketpp::connection_hdl, MessagePtr msg) {
+      OnMessage(id, std::move(msg));
+    });
+    con->set_pong_handler(
+        [this, id](websocketpp::connection_hdl, std::string) { policy_.OnPong(Now(), id); });
+    con->set_ping_handler([this, id](websocketpp::connection_hdl, std::string) {
+      policy_.OnActivity(Now(), id);
+      return true;  // answer it
+    });
     con_ = con;
+    con_id_ = id;
     tls_error_.clear();
     paused_ = false;
     client_.connect(con);
-    connect_timer_.expires_after(milliseconds(config_.upstream.connect_timeout_ms));
-    connect_timer_.async_wait([this, con](const asio::error_code& e) {
-      if (e || con != con_ || con->get_state() != websocketpp::session::state::connecting) return;
-      con->terminate(websocketpp::lib::error_code());
-    });
   }
 
-  void OnOpen() {
-    connect_timer_.cancel();
-    hooks_.stats->connected = 1;
-    hooks_.stats->connects.fetch_add(1, std::memory_order_relaxed);
-    hooks_.stats->SetUpstreamReason("");
+  void OnOpen(ConnId id) {
+    if (id != con_id_) return;
     uint64_t resume = hooks_.resume_seq();
     spdlog::info("upstream: connected to {}, resuming after upstream seq {}", RedactedUrl(),
                  resume);
+    hooks_.stats->connects.fetch_add(1, std::memory_order_relaxed);
     if (!config_.protocol.resume.empty()) {
       SendText(ReplaceLastSeq(config_.protocol.resume, resume));
     }
     for (const auto& text : config_.protocol.on_open) SendText(ReplaceLastSeq(text, resume));
-    last_activity_ = std::chrono::steady_clock::now();
-    ScheduleHeartbeat();
+    Apply(policy_.OnOpen(Now(), id));
   }
 
-  void OnMessage(MessagePtr msg) {
-    OnActivity();
+  void OnMessage(ConnId id, MessagePtr msg) {
+    if (id != con_id_) return;
+    policy_.OnActivity(Now(), id);
     InboundFrame f;
     f.received_at_unix_ns = WallNowNs();
     f.binary = msg->get_opcode() == websocketpp::frame::opcode::binary;
@@ -162,6 +241,7 @@ class Link final : public Upstream {
       FrameInfo info = inspector_->Inspect(payload);
       if (info.kind == FrameInfo::Kind::kAppPong) {
         hooks_.stats->app_pongs.fetch_add(1, std::memory_order_relaxed);
+        policy_.OnPong(Now(), id);
         return;
       }
       f.upstream_seq = info.upstream_seq;
@@ -178,91 +258,80 @@ class Link final : public Upstream {
     }
   }
 
+  void OnFail(ConnId id) {
+    if (id != con_id_ || !con_) return;
+    Failure f;
+    int status = static_cast<int>(con_->get_response_code());
+    if (status != 0 && status != 101) {
+      f.kind = Failure::Kind::kHandshakeStatus;
+      f.http_status = status;
+      f.message = con_->get_response_msg();
+      const std::string& ra = con_->get_response_header("Retry-After");
+      if (!ra.empty()) f.retry_after = ParseRetryAfter(ra, std::chrono::system_clock::now());
+    } else if (!tls_error_.empty()) {
+      f.kind = Failure::Kind::kTls;
+      f.message = tls_error_;
+    } else {
+      std::error_code tec = con_->get_transport_ec();
+      f.kind = ClassifyTransportError(tec ? tec : con_->get_ec());
+      f.message = tec ? tec.message() : con_->get_ec().message();
+    }
+    Fail(id, f);
+  }
+
+  void Fail(ConnId id, const Failure& f) {
+    hooks_.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
+    hooks_.stats->CountReconnectReason(ToString(f.kind));
+    Actions actions = policy_.OnConnectFailed(Now(), id, f);
+    if (!stopping_) LogRetry(f.ToString());
+    Apply(actions);
+  }
+
+  void OnClose(ConnId id) {
+    if (id != con_id_ || !con_) return;
+    CloseInfo info;
+    auto local = con_->get_local_close_code();
+    info.code = con_->get_remote_close_code();
+    info.reason = con_->get_remote_close_reason();
+    std::string what;
+    if (local == websocketpp::close::status::message_too_big) {
+      info.local = true;
+      info.code = local;
+      hooks_.stats->oversized_closes.fetch_add(1, std::memory_order_relaxed);
+      what = "closed with 1009: an inbound frame exceeded upstream.max_message_bytes (" +
+             std::to_string(config_.upstream.max_message_bytes) + ")";
+    } else {
+      what = "connection closed (code " + std::to_string(info.code) +
+             (info.reason.empty() ? "" : ", \"" + info.reason + "\"") + ")";
+    }
+    con_.reset();
+    if (stopping_) {
+      spdlog::info("upstream: closed");
+      return;
+    }
+    hooks_.stats->CountReconnectReason(info.local ? "message_too_big" : "closed");
+    Actions actions = policy_.OnClosed(Now(), id, info);
+    LogRetry(what);
+    Apply(actions);
+  }
+
+  void LogRetry(const std::string& what) {
+    PolicyStatus st = policy_.status();
+    if (st.state == PolicyState::kBackingOff && st.last_delay) {
+      if (st.fatal) {
+        spdlog::warn("upstream: {}; retrying in {} (fatal: {})", what,
+                     FormatDuration(*st.last_delay), st.reason);
+      } else {
+        spdlog::warn("upstream: {}; retrying in {}", what, FormatDuration(*st.last_delay));
+      }
+    } else {
+      spdlog::warn("upstream: {}", what);
+    }
+  }
+
   void SendText(const std::string& text) {
     auto ec = con_->send(text, websocketpp::frame::opcode::text);
     if (ec) spdlog::warn("upstream: send failed: {}", ec.message());
-  }
-
-  void OnActivity() { last_activity_ = std::chrono::steady_clock::now(); }
-
-  void OnFail() {
-    connect_timer_.cancel();
-    std::string reason = "connection attempt failed: ";
-    int status = con_ ? static_cast<int>(con_->get_response_code()) : 0;
-    if (status != 0 && status != 101) {
-      reason += "HTTP " + std::to_string(status);
-    } else if (!tls_error_.empty()) {
-      reason += "TLS: " + tls_error_;
-    } else if (con_) {
-      reason += con_->get_ec().message();
-    }
-    Failed(reason);
-  }
-
-  void OnClose() {
-    heartbeat_timer_.cancel();
-    hooks_.stats->connected = 0;
-    std::string reason;
-    if (con_) {
-      auto remote = con_->get_remote_close_code();
-      auto local = con_->get_local_close_code();
-      if (local == websocketpp::close::status::message_too_big) {
-        hooks_.stats->oversized_closes.fetch_add(1, std::memory_order_relaxed);
-        reason = "closed with 1009: an inbound frame exceeded upstream.max_message_bytes (" +
-                 std::to_string(config_.upstream.max_message_bytes) + ")";
-      } else {
-        reason = "connection closed (remote code " + std::to_string(remote) + ", local code " +
-                 std::to_string(local) + ")";
-      }
-    }
-    if (stopping_) {
-      spdlog::info("upstream: closed");
-      con_.reset();
-      return;
-    }
-    spdlog::warn("upstream: {}", reason);
-    hooks_.stats->SetUpstreamReason(reason);
-    ScheduleReconnect();
-  }
-
-  void Failed(const std::string& reason) {
-    hooks_.stats->connected = 0;
-    hooks_.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
-    hooks_.stats->SetUpstreamReason(reason);
-    if (stopping_) return;
-    spdlog::warn("upstream: {}", reason);
-    ScheduleReconnect();
-  }
-
-  void ScheduleReconnect() {
-    if (stopping_) return;
-    reconnect_timer_.expires_after(milliseconds(config_.reconnect.base_delay_ms));
-    reconnect_timer_.async_wait([this](const asio::error_code& e) {
-      if (!e) Connect();
-    });
-  }
-
-  void ScheduleHeartbeat() {
-    if (config_.heartbeat.interval_ms <= 0) return;
-    heartbeat_timer_.expires_after(milliseconds(config_.heartbeat.interval_ms));
-    heartbeat_timer_.async_wait([this](const asio::error_code& e) {
-      if (e || !con_ || con_->get_state() != websocketpp::session::state::open) return;
-      websocketpp::lib::error_code ec;
-      ping_sent_ = std::chrono::steady_clock::now();
-      con_->ping("", ec);
-      if (!config_.heartbeat.app_ping.empty()) SendText(config_.heartbeat.app_ping);
-      heartbeat_timer_.expires_after(milliseconds(config_.heartbeat.timeout_ms));
-      heartbeat_timer_.async_wait([this](const asio::error_code& e2) {
-        if (e2 || !con_) return;
-        if (last_activity_ < ping_sent_) {
-          spdlog::warn("upstream: no data and no pong for {} ms after a ping: connection is dead",
-                       config_.heartbeat.timeout_ms);
-          con_->terminate(websocketpp::lib::error_code());
-          return;
-        }
-        ScheduleHeartbeat();
-      });
-    });
   }
 
   std::string RedactedUrl() const {
@@ -274,18 +343,17 @@ class Link final : public Upstream {
   const Config& config_;
   UpstreamHooks hooks_;
   std::unique_ptr<FrameInspector> inspector_;
+  SystemRandom rng_;
+  ConnectionPolicy policy_;
   asio::io_context io_;
   Client client_;
+  asio::steady_timer timer_;
   ConnectionPtr con_;
-  asio::steady_timer reconnect_timer_;
-  asio::steady_timer heartbeat_timer_;
-  asio::steady_timer connect_timer_;
+  ConnId con_id_ = 0;
   bool stopping_ = false;
   bool paused_ = false;
   int exit_code_ = 0;
   std::string tls_error_;
-  SteadyTime last_activity_{};
-  SteadyTime ping_sent_{};
 };
 
 template <>
@@ -343,16 +411,18 @@ StatusOr<std::unique_ptr<Upstream>> Upstream::Create(const Config& config, Upstr
   io.ack_id_field = config.protocol.ack_id_field;
   auto inspector = FrameInspector::Create(io);
   if (!inspector.ok()) return inspector.status();
+  auto policy = PolicyOptions::FromConfig(config);
+  if (!policy.ok()) return policy.status();
   if (uri.get_secure()) {
     if (!config.upstream.tls.verify) {
       spdlog::warn("upstream.tls.verify=false: the upstream's certificate and host name are NOT "
                    "checked");
     }
-    return std::unique_ptr<Upstream>(
-        new Link<WssClientConfig>(config, std::move(hooks), std::move(inspector).value()));
+    return std::unique_ptr<Upstream>(new Link<WssClientConfig>(
+        config, std::move(hooks), std::move(inspector).value(), *policy));
   }
-  return std::unique_ptr<Upstream>(
-      new Link<WsClientConfig>(config, std::move(hooks), std::move(inspector).value()));
+  return std::unique_ptr<Upstream>(new Link<WsClientConfig>(
+      config, std::move(hooks), std::move(inspector).value(), *policy));
 }
 
 }  // namespace wsbridge

@@ -48,18 +48,29 @@ class BufferedKernelRandom {
   };
 };
 
-struct WsClientConfig : public websocketpp::config::asio_client {
-  typedef WsClientConfig type;
-  typedef websocketpp::config::asio_client base;
-  typedef BufferedKernelRandom<uint32_t, base::concurrency_type> rng_type;
-  static const size_t connection_read_buffer_size = 65536;
+// websocketpp's transport timeouts (DNS, TCP connect, TLS handshake: 5 s each by default) are
+// raised out of the way: upstream.connect_timeout_ms, enforced by the ConnectionPolicy, is the
+// one bound on TCP + TLS + handshake.
+template <typename BaseTransportConfig>
+struct LongTransportTimeouts : public BaseTransportConfig {
+  static const long timeout_dns_resolve = 600000;
+  static const long timeout_connect = 600000;
+  static const long timeout_proxy = 600000;
+  static const long timeout_socket_pre_init = 600000;
+  static const long timeout_socket_post_init = 600000;
 };
 
-struct WssClientConfig : public websocketpp::config::asio_tls_client {
-  typedef WssClientConfig type;
-  typedef websocketpp::config::asio_tls_client base;
-  typedef BufferedKernelRandom<uint32_t, base::concurrency_type> rng_type;
+template <typename Base>
+struct ClientConfig : public Base {
+  typedef ClientConfig type;
+  typedef Base base;
+  typedef BufferedKernelRandom<uint32_t, typename base::concurrency_type> rng_type;
   static const size_t connection_read_buffer_size = 65536;
+  typedef LongTransportTimeouts<typename base::transport_config> transport_config;
+  typedef websocketpp::transport::asio::endpoint<transport_config> transport_type;
 };
+
+using WsClientConfig = ClientConfig<websocketpp::config::asio_client>;
+using WssClientConfig = ClientConfig<websocketpp::config::asio_tls_client>;
 
 }  // namespace wsbridge

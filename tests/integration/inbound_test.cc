@@ -149,7 +149,7 @@ class Tls : public ::testing::Test {
 
 TEST_F(Tls, SelfSignedCertificateRefusedByDefault) {
   Child bridge = StartBridge(dir_.path(), Url(port_, "wss", "localhost"), dir_.File("t.db"), {}, nullptr);
-  auto line = bridge.WaitForOutput("(TLS: certificate verify failed[^\\n]*)", "err");
+  auto line = bridge.WaitForOutput("(TLS handshake failed: certificate verify failed[^\\n]*)", "err");
   ASSERT_TRUE(line) << bridge.Stderr();
   auto v = ReadJournal(dir_.File("t.db"));
   ASSERT_TRUE(v);
