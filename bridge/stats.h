@@ -15,6 +15,28 @@ namespace wsbridge {
 
 enum class RejectReason { kFull = 0, kInvalid, kStorage, kDuplicate, kCount };
 
+// A lock-free histogram of durations with fixed bucket bounds (seconds), for /metrics.
+// Observe() from the owning thread; any thread may read.
+class DurationHistogram {
+ public:
+  static constexpr std::array<double, 14> kBounds = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+      0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1.0};
+  void Observe(int64_t ns) {
+    double s = static_cast<double>(ns) / 1e9;
+    size_t i = 0;
+    while (i < kBounds.size() && s > kBounds[i]) ++i;
+    buckets_[i].fetch_add(1, std::memory_order_relaxed);  // non-cumulative; last is +Inf
+    sum_ns_.fetch_add(static_cast<uint64_t>(ns), std::memory_order_relaxed);
+  }
+  uint64_t bucket(size_t i) const { return buckets_[i].load(std::memory_order_relaxed); }
+  double sum_seconds() const { return static_cast<double>(sum_ns_.load()) / 1e9; }
+
+ private:
+  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
+  std::atomic<uint64_t> sum_ns_{0};
+};
+
 struct Stats {
   using Counter = std::atomic<uint64_t>;
   using Gauge = std::atomic<int64_t>;
@@ -43,7 +65,18 @@ struct Stats {
   Gauge last_upstream_seq{0};
   Gauge storage_ok{1};          // 0 while commits fail
   Gauge subscriptions{0};       // live topic subscriptions on the PUB socket
-  Counter commit_ns_total{0};   // sum of commit durations
+  DurationHistogram commit_seconds;  // storage commit time per batch
+  DurationHistogram rtt_seconds;     // heartbeat ping -> pong (I/O thread)
+
+  // Outbound (writer thread and I/O thread).
+  Counter send_requests{0};     // SendRequests received on zmq.send
+  Counter send_accepted{0};
+  Counter messages_out{0};      // outbox messages written to the upstream socket
+  Counter acks{0};              // upstream acks matched
+  Gauge outbox_depth{0};
+  Gauge outbox_oldest_unix_ns{0};  // 0 when empty
+  Gauge journal_rows{0};
+  Gauge journal_bytes{0};
 
   std::array<Counter, static_cast<size_t>(RejectReason::kCount)> rejections{};
 

@@ -168,7 +168,6 @@ class Link final : public Upstream {
     PolicyStatus st = policy_.status();
     hooks_.stats->connected = st.state == PolicyState::kOpen ? 1 : 0;
     hooks_.stats->SetUpstreamState(ToString(st.state), st.reason);
-    if (st.last_rtt) hooks_.stats->last_rtt_ns = st.last_rtt->count();
   }
 
   // A short label for the reconnects-by-reason metric.
@@ -204,8 +203,7 @@ class Link final : public Upstream {
     con->set_message_handler([this, id](websocketpp::connection_hdl, MessagePtr msg) {
       OnMessage(id, std::move(msg));
     });
-    con->set_pong_handler(
-        [this, id](websocketpp::connection_hdl, std::string) { policy_.OnPong(Now(), id); });
+    con->set_pong_handler([this, id](websocketpp::connection_hdl, std::string) { OnPong(id); });
     con->set_ping_handler([this, id](websocketpp::connection_hdl, std::string) {
       policy_.OnActivity(Now(), id);
       return true;  // answer it
@@ -241,7 +239,7 @@ class Link final : public Upstream {
       FrameInfo info = inspector_->Inspect(payload);
       if (info.kind == FrameInfo::Kind::kAppPong) {
         hooks_.stats->app_pongs.fetch_add(1, std::memory_order_relaxed);
-        policy_.OnPong(Now(), id);
+        OnPong(id);
         return;
       }
       f.upstream_seq = info.upstream_seq;
@@ -255,6 +253,15 @@ class Link final : public Upstream {
       paused_ = true;
       hooks_.stats->reads_paused.fetch_add(1, std::memory_order_relaxed);
       con_->pause_reading();
+    }
+  }
+
+  void OnPong(ConnId id) {
+    policy_.OnPong(Now(), id);
+    auto rtt = policy_.status().last_rtt;
+    if (rtt && rtt->count() != hooks_.stats->last_rtt_ns) {
+      hooks_.stats->last_rtt_ns = rtt->count();
+      hooks_.stats->rtt_seconds.Observe(rtt->count());
     }
   }
 

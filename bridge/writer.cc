@@ -111,8 +111,7 @@ bool Writer::CommitAndPublish() {
     }
     return false;
   }
-  stats_->commit_ns_total.fetch_add(static_cast<uint64_t>(NowNs() - t0),
-                                    std::memory_order_relaxed);
+  stats_->commit_seconds.Observe(NowNs() - t0);
   stats_->commits.fetch_add(1, std::memory_order_relaxed);
   if (stats_->storage_ok.exchange(1) == 0) {
     spdlog::info("storage: commits work again");
