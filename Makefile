@@ -30,3 +30,66 @@ bench: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- Deployment (deploy/): container image, local stack, manifests --------------------------
+# Not part of `make test`: `make image` and `make deploy-check` need a Docker engine (Debian's
+# docker.io, installed and started when missing) and a few minutes.
+#   make image         base image debian:bookworm-slim (debootstrap from the machine's apt mirror
+#                      when absent), then deploy/Dockerfile -> $(IMAGE)
+#   make deploy-check  the image run for real: upstream, bridge and tail on loopback; /readyz,
+#                      messages at the tail, non-root, HEALTHCHECK, SIGTERM; prints size and time
+#   make deploy-lint   YAML/TOML/JSON parse, the daemon accepts the configs, systemd-analyze verify
+IMAGE ?= wsbridge:dev
+.PHONY: image deploy-check deploy-lint
+
+image:
+	@IMAGE=$(IMAGE) scripts/image.sh
+
+deploy-check: image
+	@IMAGE=$(IMAGE) scripts/deploy_check.sh
+
+deploy-lint:
+	@IMAGE=$(IMAGE) BUILD=$(BUILD) scripts/deploy_lint.sh
+
+# ---- Reliability: sanitizers and fuzzing (issue 7) ------------------------------------------
+# Not part of `make test`; each has its own build folder, so they never disturb $(BUILD).
+#   make check-asan  AddressSanitizer + UndefinedBehaviorSanitizer (gcc), whole ctest suite
+#   make check-tsan  ThreadSanitizer (gcc), whole ctest suite
+#   make fuzz        libFuzzer (clang-14) targets in fuzz/, FUZZ_SECONDS each (default 60)
+# Integration tests start the daemon and tools from the same build folder, so those processes
+# are sanitized too. Every sanitized process writes its reports to <build>/sanitizer-logs/
+# (log_path), including children that a test kills or whose stderr it never shows; the target
+# fails when any report was written, and prints them.
+SAN_CMAKE_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+  -DWSBRIDGE_BUILD_BENCH=OFF
+ASAN_CFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+TSAN_CFLAGS = -fsanitize=thread -fno-omit-frame-pointer
+ASAN_RUN = ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:print_stacktrace=1:strict_init_order=1:detect_stack_use_after_return=0:log_path=$(CURDIR)/build-asan/sanitizer-logs/asan \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/build-asan/sanitizer-logs/ubsan \
+  LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/sanitizers/lsan.supp:print_suppressions=0
+TSAN_RUN = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/fuzz/sanitizers/tsan.supp:print_suppressions=0:log_path=$(CURDIR)/build-tsan/sanitizer-logs/tsan
+FUZZ_SECONDS ?= 60
+.PHONY: check-asan check-tsan fuzz
+
+# $(call san_check,DIR,CFLAGS,ENV): configure, build, run ctest, then fail on any report.
+define san_check
+	cmake -S . -B $(1) $(SAN_CMAKE_FLAGS) -DCMAKE_CXX_FLAGS="$(2)" \
+	  -DCMAKE_EXE_LINKER_FLAGS="$(2)" -DCMAKE_SHARED_LINKER_FLAGS="$(2)"
+	cmake --build $(1) -j $(JOBS)
+	rm -rf $(1)/sanitizer-logs && mkdir -p $(1)/sanitizer-logs
+	@set -e; start=$$(date +%s); rc=0; \
+	$(3) ctest --test-dir $(1) --output-on-failure --timeout 1200 || rc=$$?; \
+	if ls $(1)/sanitizer-logs/* >/dev/null 2>&1; then \
+	  echo "== sanitizer reports ($(1)/sanitizer-logs) =="; \
+	  for f in $(1)/sanitizer-logs/*; do echo "--- $$f"; cat "$$f"; done; rc=1; fi; \
+	echo "$(1): ctest exit $$rc, $$(( $$(date +%s) - start )) s of tests"; exit $$rc
+endef
+
+check-asan: deps
+	$(call san_check,build-asan,$(ASAN_CFLAGS),$(ASAN_RUN))
+
+check-tsan: deps
+	$(call san_check,build-tsan,$(TSAN_CFLAGS),$(TSAN_RUN))
+
+fuzz: deps
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) JOBS=$(JOBS) fuzz/run.sh build-fuzz

@@ -359,6 +359,8 @@ class Loader {
   }
 
   Status ApplyFile(const std::string& path);
+  // TOML text as the file `name` would give it (`name` only appears in messages).
+  Status ApplyToml(const std::string& text, const std::string& name);
   Status ApplyEnv(const std::vector<std::string>* all_names);
   Status ApplyText(const Key& key, const std::string& text, const char* source);
   Status ApplySet(const std::string& assignment);
@@ -566,6 +568,10 @@ Status Loader::ApplyFile(const std::string& path) {
   if (!ReadFile(path, &text, &error, &err_no)) {
     return Status::InvalidArgument("--config: cannot read " + path + ": " + error);
   }
+  return ApplyToml(text, path);
+}
+
+Status Loader::ApplyToml(const std::string& text, const std::string& path) {
   toml::table table;
   try {
     table = toml::parse(text, std::string_view(path));
@@ -822,6 +828,25 @@ StatusOr<CommandLine> LoadConfig(int argc, const char* const* argv, const EnvMap
     return true;
   };
   return Load(argc, argv, lookup, &names);
+}
+
+StatusOr<Config> LoadConfigFromString(const std::string& toml,
+                                      const std::vector<std::string>& sets, const EnvMap& env) {
+  std::vector<std::string> names;
+  for (const auto& entry : env) names.push_back(entry.first);
+  EnvLookup lookup = [&env](const std::string& name, std::string* value) {
+    auto it = env.find(name);
+    if (it == env.end()) return false;
+    *value = it->second;
+    return true;
+  };
+  Loader loader(lookup);
+  Status s = loader.ApplyToml(toml, "<config>");
+  if (s.ok()) s = loader.ApplyEnv(&names);
+  for (size_t i = 0; s.ok() && i < sets.size(); ++i) s = loader.ApplySet(sets[i]);
+  if (s.ok()) s = loader.CheckCrossKey();
+  if (!s.ok()) return s;
+  return loader.Take();
 }
 
 StatusOr<std::string> ExpandFileRefs(const std::string& value) {

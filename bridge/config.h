@@ -129,6 +129,12 @@ StatusOr<CommandLine> LoadConfig(int argc, const char* const* argv, const EnvLoo
 using EnvMap = std::map<std::string, std::string>;
 StatusOr<CommandLine> LoadConfig(int argc, const char* const* argv, const EnvMap& env);
 
+// The same without a command line or a file: `toml` is the content a --config file would have
+// (messages name it "<config>"), then the environment, then each of `sets` as a --set value
+// ("section.key=value"). For tests and fuzzing (fuzz/fuzz_config.cc).
+StatusOr<Config> LoadConfigFromString(const std::string& toml,
+                                      const std::vector<std::string>& sets, const EnvMap& env);
+
 // Expands every ${file:/path} in `value` to the file's content without its trailing newline.
 StatusOr<std::string> ExpandFileRefs(const std::string& value);
 

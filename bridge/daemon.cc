@@ -5,10 +5,14 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <zmq.hpp>
 
+#include "bridge/http_server.h"
 #include "bridge/inbound_queue.h"
+#include "bridge/json_fields.h"
+#include "bridge/replay_endpoint.h"
 #include "bridge/stats.h"
 #include "bridge/upstream.h"
 #include "bridge/writer.h"
@@ -19,6 +23,44 @@ namespace {
 // Backpressure bounds of the inbound hand-off (bytes of payload queued for the writer).
 constexpr size_t kQueueHighWater = 32u << 20;
 constexpr size_t kQueueLowWater = 8u << 20;
+
+// How long an orderly stop may take before the process exits anyway (k8s waits 30 s by
+// default before SIGKILL; systemd 90 s).
+constexpr std::chrono::seconds kStopBound{10};
+
+// Armed once the first SIGTERM/SIGINT has been taken: a second one exits at once (128 + signal),
+// and so does a stop that overruns `bound` (exit 1). What was committed stays committed; what
+// was not was never acknowledged. The signals must be blocked in every thread.
+class StopGuard {
+ public:
+  StopGuard(const sigset_t& signals, std::chrono::seconds bound)
+      : thread_([this, signals, bound] { Watch(signals, bound); }) {}
+  ~StopGuard() {
+    done_ = true;
+    thread_.join();
+  }
+
+ private:
+  void Watch(sigset_t signals, std::chrono::seconds bound) {
+    auto deadline = std::chrono::steady_clock::now() + bound;
+    while (!done_) {
+      timespec tick{0, 100 * 1000 * 1000};
+      int sig = sigtimedwait(&signals, nullptr, &tick);
+      if (sig > 0) {
+        spdlog::warn("received signal {} again: exiting now", sig);
+        spdlog::default_logger()->flush();
+        _exit(128 + sig);
+      }
+      if (!done_ && std::chrono::steady_clock::now() > deadline) {
+        spdlog::error("stopping took longer than {} s: exiting now", bound.count());
+        spdlog::default_logger()->flush();
+        _exit(1);
+      }
+    }
+  }
+  std::atomic<bool> done_{false};
+  std::thread thread_;  // last: starts once done_ exists
+};
 
 class DaemonImpl final : public Daemon {
  public:
@@ -43,18 +85,40 @@ class DaemonImpl final : public Daemon {
     WriterOptions wo;
     wo.pub_endpoint = config_.zmq.pub;
     wo.pub_hwm = config_.zmq.pub_hwm;
+    wo.outbound.endpoint = config_.zmq.send;
+    wo.outbound.acks = !config_.protocol.ack_match.empty();
+    wo.outbound.ack_id_pointer = DottedToPointer(config_.protocol.ack_id_field);
     writer_ = std::make_unique<Writer>(wo, std::move(store).value(), &zmq_, &queue_, &stats_);
     if (Status s = writer_->Bind(); !s.ok()) return s;
     spdlog::info("zmq: publishing on {}", writer_->pub_endpoint());
+    spdlog::info("zmq: send endpoint on {}", writer_->send_endpoint());
+
+    // After the writer: the database file exists and has its schema. Own read-only connection.
+    ReplayEndpointOptions ro;
+    ro.endpoint = config_.zmq.replay;
+    ro.db_path = config_.storage.path;
+    replay_ = std::make_unique<ReplayEndpoint>(ro, &zmq_);
+    if (Status s = replay_->Bind(); !s.ok()) return s;
+    spdlog::info("zmq: replay on {}", replay_->endpoint());
+
+    if (!config_.http.listen.empty()) {
+      auto http = HttpServer::Create(config_.http.listen, &stats_);
+      if (!http.ok()) return http.status();
+      http_ = std::move(http).value();
+    }
 
     UpstreamHooks hooks;
     hooks.queue = &queue_;
     hooks.stats = &stats_;
     hooks.resume_seq = [w = writer_.get()] { return w->committed_upstream_seq(); };
+    hooks.events = writer_->link_events();
     auto up = Upstream::Create(config_, std::move(hooks));
     if (!up.ok()) return up.status();
     upstream_ = std::move(up).value();
     writer_->set_resume_reader([u = upstream_.get()] { u->ResumeReading(); });
+    writer_->set_deliver([u = upstream_.get()](uint64_t conn, std::vector<OutboxRow> rows) {
+      u->Deliver(conn, std::move(rows));
+    });
     return Status::OK();
   }
 
@@ -67,6 +131,8 @@ class DaemonImpl final : public Daemon {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
     std::thread writer([this] { writer_->Run(); });
+    std::thread replay([this] { replay_->Run(); });
+    if (http_) http_->Start();
     int upstream_code = 0;
     std::thread io([this, &upstream_code] {
       upstream_code = upstream_->Run();
@@ -78,11 +144,22 @@ class DaemonImpl final : public Daemon {
     int sig = 0;
     sigwait(&set, &sig);
     if (!upstream_done_) spdlog::info("received signal {}, stopping", sig);
+    StopGuard guard(set, kStopBound);
+    if (http_) http_->BeginShutdown();
     upstream_->Stop();
     io.join();
     writer_->Stop();
     writer.join();
-    spdlog::info("stopped: last seq {}", stats_.last_seq.load());
+    replay_->Stop();
+    replay.join();
+    if (http_) http_->Stop();
+    if (upstream_code != 0) {
+      // The last line says why the process ends (reconnect.max_attempts exhausted).
+      spdlog::critical("stopped (exit {}): {}; last seq {}", upstream_code,
+                       stats_.UpstreamReason(), stats_.last_seq.load());
+    } else {
+      spdlog::info("stopped: last seq {}", stats_.last_seq.load());
+    }
     return upstream_code;
   }
 
@@ -94,7 +171,9 @@ class DaemonImpl final : public Daemon {
   zmq::context_t zmq_{1};
   InboundQueue queue_;
   std::unique_ptr<Writer> writer_;
+  std::unique_ptr<ReplayEndpoint> replay_;
   std::unique_ptr<Upstream> upstream_;
+  std::unique_ptr<HttpServer> http_;
   std::atomic<bool> upstream_done_{false};
 };
 

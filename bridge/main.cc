@@ -1,16 +1,27 @@
 // wsbridge: the daemon. Parses the configuration, sets up logging, runs the Daemon.
-#include <spdlog/sinks/stdout_sinks.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 
 #include "bridge/config.h"
 #include "bridge/daemon.h"
+#include "bridge/logging.h"
 
 int main(int argc, char** argv) {
+  // SIGTERM/SIGINT are taken by Daemon::Run() with sigwait. Block them before any thread exists
+  // (the store starts one in Create()), so that every thread inherits the mask and a signal
+  // during start-up waits for Run() instead of killing the process.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   auto cl = wsbridge::LoadConfig(argc, argv, wsbridge::ProcessEnv());
   if (!cl.ok()) {
-    std::fprintf(stderr, "wsbridge: %s\n", cl.status().message().c_str());
+    std::fprintf(stderr, "wsbridge: %s\n", wsbridge::RedactForLog(cl.status().message()).c_str());
     return 2;
   }
   if (cl->exit_now) return cl->exit_code;
@@ -20,21 +31,15 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  auto logger = spdlog::stderr_logger_mt("wsbridge");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(config.log.level));
-  if (config.log.format == "json") {
-    spdlog::set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%v"})",
-                        spdlog::pattern_time_type::utc);
-  } else {
-    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc);
-  }
-  spdlog::flush_on(spdlog::level::info);
-
+  wsbridge::SetupLogging(config);
   auto daemon = wsbridge::Daemon::Create(config);
   if (!daemon.ok()) {
     spdlog::critical("{}", daemon.status().message());
+    spdlog::shutdown();
     return 2;
   }
-  return (*daemon)->Run();
+  int code = (*daemon)->Run();
+  daemon->reset();
+  spdlog::shutdown();  // flushes, and reports repeats still held back
+  return code;
 }

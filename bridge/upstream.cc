@@ -8,6 +8,7 @@
 #include <websocketpp/uri.hpp>
 
 #include <chrono>
+#include <deque>
 
 #include "bridge/clock.h"
 #include "bridge/connection_policy.h"
@@ -67,7 +68,8 @@ class Link final : public Upstream {
         hooks_(std::move(hooks)),
         inspector_(std::move(inspector)),
         policy_(policy_options, &rng_),
-        timer_(io_) {
+        timer_(io_),
+        written_timer_(io_) {
     client_.clear_access_channels(websocketpp::log::alevel::all);
     client_.clear_error_channels(websocketpp::log::elevel::all);
     client_.init_asio(&io_);
@@ -100,6 +102,27 @@ class Link final : public Upstream {
       } else if (state == websocketpp::session::state::connecting) {
         con_->terminate(websocketpp::lib::error_code());
       }
+    });
+  }
+
+  void Deliver(uint64_t conn, std::vector<OutboxRow> rows) override {
+    asio::post(io_, [this, conn, rows = std::move(rows)]() mutable {
+      if (!con_ || conn != con_id_ || con_->get_state() != websocketpp::session::state::open) {
+        return;
+      }
+      for (OutboxRow& r : rows) {
+        auto ec = con_->send(r.payload, r.binary ? websocketpp::frame::opcode::binary
+                                                 : websocketpp::frame::opcode::text);
+        if (ec) {
+          spdlog::warn("upstream: outbound send failed: {}", ec.message());
+          return;  // the connection is going away; the next open resends from the outbox
+        }
+        if (!acks_) {
+          enqueued_bytes_ += r.payload.size();
+          unwritten_.push_back({r.outbox_seq, enqueued_bytes_});
+        }
+      }
+      CheckWritten();
     });
   }
 
@@ -215,6 +238,40 @@ class Link final : public Upstream {
     client_.connect(con);
   }
 
+  // Without acks an outbox row is done once websocketpp has handed its frame to the socket:
+  // its buffered amount counts the payload bytes not yet taken for writing.
+  void CheckWritten() {
+    if (unwritten_.empty() || !con_) return;
+    uint64_t taken = enqueued_bytes_ - con_->get_buffered_amount();
+    uint64_t up_to = 0, count = 0;
+    while (!unwritten_.empty() && unwritten_.front().end_bytes <= taken) {
+      up_to = unwritten_.front().outbox_seq;
+      ++count;
+      unwritten_.pop_front();
+    }
+    if (count > 0) {
+      LinkEvent e;
+      e.kind = LinkEvent::Kind::kWritten;
+      e.conn = con_id_;
+      e.up_to = up_to;
+      e.count = count;
+      hooks_.events->Push(std::move(e));
+    }
+    if (!unwritten_.empty()) {
+      written_timer_.expires_after(std::chrono::milliseconds(1));
+      written_timer_.async_wait([this](const asio::error_code& e) {
+        if (!e) CheckWritten();
+      });
+    }
+  }
+
+  void PushLinkEvent(LinkEvent::Kind kind, ConnId id) {
+    LinkEvent e;
+    e.kind = kind;
+    e.conn = id;
+    hooks_.events->Push(std::move(e));
+  }
+
   void OnOpen(ConnId id) {
     if (id != con_id_) return;
     uint64_t resume = hooks_.resume_seq();
@@ -225,6 +282,10 @@ class Link final : public Upstream {
       SendText(ReplaceLastSeq(config_.protocol.resume, resume));
     }
     for (const auto& text : config_.protocol.on_open) SendText(ReplaceLastSeq(text, resume));
+    // Only now may the outbox flow: after the resume and on_open texts.
+    enqueued_bytes_ = 0;
+    unwritten_.clear();
+    PushLinkEvent(LinkEvent::Kind::kOpen, id);
     Apply(policy_.OnOpen(Now(), id));
   }
 
@@ -240,6 +301,14 @@ class Link final : public Upstream {
       if (info.kind == FrameInfo::Kind::kAppPong) {
         hooks_.stats->app_pongs.fetch_add(1, std::memory_order_relaxed);
         OnPong(id);
+        return;
+      }
+      if (info.kind == FrameInfo::Kind::kAck) {
+        LinkEvent e;
+        e.kind = LinkEvent::Kind::kAck;
+        e.conn = id;
+        e.id = std::move(info.ack_id);
+        hooks_.events->Push(std::move(e));
         return;
       }
       f.upstream_seq = info.upstream_seq;
@@ -311,6 +380,9 @@ class Link final : public Upstream {
       what = "connection closed (code " + std::to_string(info.code) +
              (info.reason.empty() ? "" : ", \"" + info.reason + "\"") + ")";
     }
+    CheckWritten();  // rows fully taken before the close still count as written
+    unwritten_.clear();
+    PushLinkEvent(LinkEvent::Kind::kClosed, id);
     con_.reset();
     if (stopping_) {
       spdlog::info("upstream: closed");
@@ -355,6 +427,14 @@ class Link final : public Upstream {
   asio::io_context io_;
   Client client_;
   asio::steady_timer timer_;
+  asio::steady_timer written_timer_;
+  const bool acks_ = !config_.protocol.ack_match.empty();
+  struct Unwritten {
+    uint64_t outbox_seq;
+    uint64_t end_bytes;  // enqueued_bytes_ after this row
+  };
+  std::deque<Unwritten> unwritten_;  // sent rows not yet taken by the socket writer
+  uint64_t enqueued_bytes_ = 0;
   ConnectionPtr con_;
   ConnId con_id_ = 0;
   bool stopping_ = false;

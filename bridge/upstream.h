@@ -3,7 +3,8 @@
 // It owns an Asio io_context and a websocketpp client endpoint (ws:// or wss://, chosen by the
 // URL), and makes a new websocketpp connection per attempt. On every open it sends the resume
 // text with the last committed upstream seq, then protocol.on_open. Received data frames go to
-// the InboundQueue; application pongs (and later upstream acks) are consumed here. TLS verifies
+// the InboundQueue; application pongs and upstream acks are consumed here. Outbox rows arrive
+// through Deliver() and are written in order after the resume and on_open texts. TLS verifies
 // the certificate chain and the host name (SNI is sent) unless upstream.tls.verify=false.
 //
 // Threading: Create() and Run() on the I/O thread's owner; Run() blocks on the I/O thread and
@@ -17,6 +18,7 @@
 
 #include "bridge/config.h"
 #include "bridge/inbound_queue.h"
+#include "bridge/outbound.h"
 #include "bridge/stats.h"
 #include "common/status.h"
 
@@ -27,6 +29,8 @@ struct UpstreamHooks {
   Stats* stats = nullptr;
   // The last upstream seq committed to the journal: the resume point. Any-thread safe.
   std::function<uint64_t()> resume_seq;
+  // Where opens, closes, written outbox rows and acks are reported (to the writer thread).
+  LinkEvents* events = nullptr;
 };
 
 class Upstream {
@@ -42,6 +46,9 @@ class Upstream {
   virtual void Stop() = 0;
   // The writer drained the queue: read from the socket again. Any thread.
   virtual void ResumeReading() = 0;
+  // Sends outbox rows on connection `conn` if it is still the open one (else drops them: the
+  // next open starts again from the oldest row). Any thread; posts to the I/O thread.
+  virtual void Deliver(uint64_t conn, std::vector<OutboxRow> rows) = 0;
 };
 
 }  // namespace wsbridge

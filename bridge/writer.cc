@@ -30,7 +30,10 @@ Writer::Writer(WriterOptions options, std::unique_ptr<Store> store, zmq::context
       store_(std::move(store)),
       pub_(*ctx, zmq::socket_type::xpub),
       queue_(queue),
-      stats_(stats) {
+      stats_(stats),
+      outbound_(options_.outbound, ctx, stats),
+      link_events_([queue] { queue->Wake(); }) {
+  UpdateOutboxGauges();
   Cursor c = store_->cursor();
   epoch_ = c.epoch;
   accepted_upstream_seq_ = c.last_upstream_seq;
@@ -51,7 +54,7 @@ Status Writer::Bind() {
     return Status::InvalidArgument("zmq.pub: cannot bind " + options_.pub_endpoint + ": " +
                                    e.what());
   }
-  return Status::OK();
+  return outbound_.Bind();
 }
 
 void Writer::Stop() {
@@ -103,6 +106,9 @@ bool Writer::CommitAndPublish() {
   int64_t t0 = NowNs();
   Status s = store_->Commit(batch_, &result);
   if (!s.ok()) {
+    outbound_.OnCommitFailed(s, &batch_);
+    batch_.delivered_up_to = 0;  // deletions are retried when the next events come
+    batch_.acked_ids.clear();
     stats_->commit_failures.fetch_add(1, std::memory_order_relaxed);
     if (stats_->storage_ok.exchange(0) == 1) {
       spdlog::error("storage: commit failed, inbound paused until it works again: {}",
@@ -122,9 +128,14 @@ bool Writer::CommitAndPublish() {
   stats_->last_seq = static_cast<int64_t>(c.last_seq);
   stats_->last_upstream_seq = static_cast<int64_t>(c.last_upstream_seq);
   stats_->journaled.fetch_add(batch_.inbound.size(), std::memory_order_relaxed);
+  // G3: producers hear ACCEPTED only now, after the commit.
+  const bool outbox_changed =
+      !batch_.outbound.empty() || batch_.delivered_up_to != 0 || !batch_.acked_ids.empty();
+  outbound_.OnCommitted(result);
   // G1: only now, after the commit, do the messages leave the process.
   Publish(result.first_seq);
   batch_.clear();
+  if (outbox_changed) UpdateOutboxGauges();
   return true;
 }
 
@@ -152,30 +163,43 @@ void Writer::Publish(uint64_t first_seq) {
 
 void Writer::Run() {
   zmq::pollitem_t items[] = {{pub_.handle(), 0, ZMQ_POLLIN, 0},
+                             {outbound_.socket().handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, queue_->wake_fd(), ZMQ_POLLIN, 0}};
   for (;;) {
     MaybeTrim();
     DrainSubscriptions();
-    if (pending_.empty() && batch_.empty()) {
-      bool stopping = stop_.load();
+    link_events_.TakeAll(&events_);
+    outbound_.HandleEvents(events_, &batch_);
+    const bool stopping = stop_.load();
+    // Producers' requests join the batch: one commit answers all of them (group commit).
+    // Once stopping, no more are taken: what was accepted is answered, nothing new comes in.
+    if (!stopping && !outbound_.has_pending_replies()) {
+      outbound_.ReadRequests(&batch_, WallNowNs());
+    }
+    if (pending_.empty() && batch_.inbound.empty()) {
       if (queue_->PopAll(&pending_) && resume_reader_) resume_reader_();
-      if (pending_.empty()) {
-        if (stopping) break;
-        zmq::poll(items, 2, std::chrono::milliseconds(1000));
+    }
+    if (batch_.inbound.empty()) FillBatch();
+    if (!batch_.empty()) {
+      if (!CommitAndPublish()) {
+        // Inbound rows stay in the batch for the retry; producers got REJECTED_STORAGE.
+        if (stopping) {
+          spdlog::error("storage: stopping with {} uncommitted message(s); the upstream will "
+                        "resend them after the resume point", batch_.inbound.size());
+          break;
+        }
+        poll(nullptr, 0, options_.retry_ms);
         continue;
       }
     }
-    if (batch_.empty()) FillBatch();
-    if (batch_.empty()) continue;  // everything was a duplicate
-    if (CommitAndPublish()) continue;
-    // Keep the batch; wait before retrying. Stop still drains: a stopping daemon with broken
-    // storage gives up the batch (it was never acknowledged, and resume will fetch it again).
-    if (stop_.load()) {
-      spdlog::error("storage: stopping with {} uncommitted message(s); the upstream will resend "
-                    "them after the resume point", batch_.inbound.size());
-      break;
+    outbound_.FillDelivery(store_.get(), deliver_);
+    if (!pending_.empty()) continue;  // more frames already waiting: next batch at once
+    if (stopping) {
+      if (queue_->PopAll(&pending_) && resume_reader_) resume_reader_();
+      if (pending_.empty()) break;
+      continue;
     }
-    poll(nullptr, 0, options_.retry_ms);
+    zmq::poll(items, 3, std::chrono::milliseconds(1000));
   }
 }
 
@@ -195,12 +219,23 @@ void Writer::DrainSubscriptions() {
   }
 }
 
+void Writer::UpdateOutboxGauges() {
+  auto o = store_->Outbox();
+  if (!o.ok()) return;
+  stats_->outbox_depth = static_cast<int64_t>(o->depth);
+  stats_->outbox_oldest_unix_ns = o->oldest_accepted_unix_ns;
+}
+
 void Writer::MaybeTrim() {
   int64_t now = NowNs();
   if (now - last_trim_ns_ < options_.trim_interval_ms * 1000000LL) return;
   last_trim_ns_ = now;
   // Small steps: a large backlog of expired rows is worked off over several calls, so the
   // inbound path never waits long behind a trim.
+  if (auto b = store_->Bounds(); b.ok()) {
+    stats_->journal_rows = static_cast<int64_t>(b->rows);
+    stats_->journal_bytes = static_cast<int64_t>(b->bytes);
+  }
   auto trimmed = store_->TrimJournal(WallNowNs(), options_.trim_step_rows);
   if (!trimmed.ok()) {
     spdlog::warn("journal: trim failed: {}", trimmed.status().ToString());

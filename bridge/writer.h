@@ -8,6 +8,9 @@
 // batch gathers in the queue, so a batch is one message at low rates and up to
 // max_batch_messages at high rates; latency is bounded by one commit.
 //
+// It also owns the send endpoint (Outbound): SendRequests join the same batches, and their
+// replies go out after the commit.
+//
 // When a commit fails (disk full, I/O error) nothing is published; the batch is kept and
 // retried, the queue stops being drained, and the I/O thread stops reading from the upstream
 // (backpressure) until storage works again.
@@ -25,6 +28,7 @@
 #include <zmq.hpp>
 
 #include "bridge/inbound_queue.h"
+#include "bridge/outbound.h"
 #include "bridge/stats.h"
 #include "storage/store.h"
 
@@ -38,6 +42,7 @@ struct WriterOptions {
   int retry_ms = 200;  // pause between attempts while storage fails
   int64_t trim_interval_ms = 1000;  // how often retention runs
   uint64_t trim_step_rows = 5000;   // rows deleted per step at most
+  OutboundOptions outbound;         // the send endpoint and outbox delivery
 };
 
 // Wall-clock time in ns since the Unix epoch (received_at, retention ages).
@@ -54,8 +59,14 @@ class Writer {
   // The endpoint actually bound (with the OS-chosen port for tcp://...:*).
   std::string pub_endpoint() const { return bound_endpoint_; }
 
+  std::string send_endpoint() const { return outbound_.endpoint(); }
+
   // Called by the writer thread when the reader may resume (queue drained below low water).
   void set_resume_reader(std::function<void()> fn) { resume_reader_ = std::move(fn); }
+  // Called by the writer thread to hand outbox rows to the upstream (it must not block).
+  void set_deliver(Outbound::DeliverFn fn) { deliver_ = std::move(fn); }
+  // Where the I/O thread reports opens, closes, written rows and acks. Any thread.
+  LinkEvents* link_events() { return &link_events_; }
 
   // Thread body. Returns after Stop(), once everything queued before it is committed and
   // published (or storage has failed for good).
@@ -73,6 +84,7 @@ class Writer {
   void Publish(uint64_t first_seq);
   void MaybeTrim();  // journal retention in small steps
   void DrainSubscriptions();  // XPUB: count (un)subscriptions for logs and metrics
+  void UpdateOutboxGauges();
 
   WriterOptions options_;
   std::unique_ptr<Store> store_;
@@ -93,6 +105,10 @@ class Writer {
   uint64_t accepted_upstream_seq_ = 0;  // highest upstream seq in the journal or current batch
   std::string scratch_;
   int64_t last_trim_ns_ = 0;
+  Outbound outbound_;
+  LinkEvents link_events_;
+  Outbound::DeliverFn deliver_;
+  std::vector<LinkEvent> events_;
 };
 
 }  // namespace wsbridge

@@ -7,3 +7,6 @@ echo "== unit benchmarks (Google Benchmark)"
 echo
 echo "== end-to-end inbound (raw websocketpp vs bridge, one run)"
 "$BUILD/bench/wsbridge-load-inbound"
+echo
+echo "== replay (throughput from the file and the endpoint; inbound with/without a 1M replay)"
+"$BUILD/bench/wsbridge-load-replay"

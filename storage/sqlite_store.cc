@@ -133,10 +133,11 @@ Db& Db::operator=(Db&& other) noexcept {
   return *this;
 }
 
-Status Db::Open(const std::string& path, int flags) {
+Status Db::Open(const std::string& path, int flags, const std::string& vfs) {
   sqlite3_close_v2(db_);
   db_ = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX,
+                           vfs.empty() ? nullptr : vfs.c_str());
   if (rc != SQLITE_OK) {
     Status s = ErrorStatus(rc, db_, path);
     sqlite3_close_v2(db_);  // SQLite hands out a handle even on failure
@@ -460,7 +461,7 @@ StatusOr<std::unique_ptr<Store>> SqliteStore::Open(const StoreOptions& options) 
   }
 
   Db db;
-  Status s = db.Open(path, flags);
+  Status s = db.Open(path, flags, options.vfs_name);
   if (!s.ok()) return s;
   sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
 
@@ -531,7 +532,7 @@ StatusOr<std::unique_ptr<Store>> SqliteStore::Open(const StoreOptions& options) 
 
 Status SqliteStore::StartCheckpointer() {
   Db ck;
-  Status s = ck.Open(options_.path, SQLITE_OPEN_READWRITE);
+  Status s = ck.Open(options_.path, SQLITE_OPEN_READWRITE, options_.vfs_name);
   if (!s.ok()) return s;
   sqlite3_busy_timeout(ck.get(), kBusyTimeoutMs);
   // A connection learns that the file is in WAL mode when it first reads it; until then a

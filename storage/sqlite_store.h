@@ -84,8 +84,9 @@ class Db {
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
 
-  // sqlite3_open_v2 with `flags` (SQLITE_OPEN_*); NOMUTEX is added.
-  Status Open(const std::string& path, int flags);
+  // sqlite3_open_v2 with `flags` (SQLITE_OPEN_*); NOMUTEX is added. `vfs`: a registered VFS
+  // name, or "" for the default one.
+  Status Open(const std::string& path, int flags, const std::string& vfs = "");
   // Runs one or more statements that return no rows we need.
   Status Exec(const char* sql, std::string_view what);
   // Prepares a statement kept for the life of the connection.

@@ -38,6 +38,8 @@ struct StoreOptions {
   uint64_t journal_max_rows = 1000000;
   uint64_t journal_max_bytes = 1ull << 30;
   int64_t journal_max_age_s = 604800;
+  // tests only: SQLite VFS name; empty: default
+  std::string vfs_name;
 };
 
 struct Cursor {

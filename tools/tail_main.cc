@@ -1,9 +1,9 @@
-// wsbridge-tail: subscribes to the bridge's PUB endpoint and prints one JSON line per message:
-//   {"seq":1,"upstream_seq":1,"topic":"t","payload":"...","encoding":"utf8",
-//    "binary":false,"received_at_unix_ns":...,"epoch":"..."}
-// The payload is printed as text when it is valid UTF-8, else base64 ("encoding":"base64").
-#include <simdjson.h>
-
+// wsbridge-tail: subscribes to the bridge's PUB endpoint and prints one JSON line per message
+// (the format is in common/envelope_json.h, shared with wsbridge-replay).
+//
+// With --fill-gaps it uses the gap-filling subscriber (client/): every seq is printed once and
+// in order, whatever the PUB socket dropped, by asking the replay endpoint (--replay) for what
+// is missing; --from-seq N starts at seq N, replaying what came before the tail started.
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -11,7 +11,8 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "common/json_text.h"
+#include "client/gap_filling_subscriber.h"
+#include "common/envelope_json.h"
 #include "wsbridge.pb.h"
 
 #ifndef WSBRIDGE_VERSION
@@ -22,49 +23,21 @@ namespace {
 
 volatile std::sig_atomic_t g_stop = 0;
 
-std::string FormatLine(const wsbridge::v1::Envelope& e) {
-  std::string line = "{\"seq\":" + std::to_string(e.seq()) +
-                     ",\"upstream_seq\":" + std::to_string(e.upstream_seq()) + ",\"topic\":";
-  wsbridge::AppendJsonString(&line, e.topic());
-  line += ",\"payload\":";
-  if (simdjson::validate_utf8(e.payload().data(), e.payload().size())) {
-    wsbridge::AppendJsonString(&line, e.payload());
-    line += ",\"encoding\":\"utf8\"";
-  } else {
-    line += "\"" + wsbridge::Base64(e.payload()) + "\",\"encoding\":\"base64\"";
-  }
-  char epoch[24];
-  std::snprintf(epoch, sizeof epoch, "%016llx", static_cast<unsigned long long>(e.epoch()));
-  line += std::string(",\"binary\":") + (e.binary() ? "true" : "false") +
-          ",\"received_at_unix_ns\":" + std::to_string(e.received_at_unix_ns()) +
-          ",\"epoch\":\"" + epoch + "\"}\n";
-  return line;
+void Print(const wsbridge::v1::Envelope& env) {
+  std::string line = wsbridge::EnvelopeJsonLine(env);
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"Subscribe to a wsbridge PUB endpoint and print one JSON line per message."};
-  std::string endpoint = "tcp://127.0.0.1:5556";
-  std::vector<std::string> topics;
-  uint64_t count = 0;
-  app.add_option("--endpoint,--pub", endpoint, "PUB endpoint of the bridge")
-      ->capture_default_str();
-  app.add_option("--topic", topics, "topic prefix to subscribe to (repeatable; default: all)");
-  app.add_option("--count", count, "exit after this many messages (0: run until Ctrl-C)");
-  app.set_version_flag("--version", std::string("wsbridge-tail ") + WSBRIDGE_VERSION);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "wsbridge-tail: %s\n", e.what());
-    return 2;
+bool Matches(const std::vector<std::string>& prefixes, const std::string& topic) {
+  for (const auto& p : prefixes) {
+    if (topic.compare(0, p.size(), p) == 0) return true;
   }
+  return false;
+}
 
-  std::signal(SIGINT, [](int) { g_stop = 1; });
-  std::signal(SIGTERM, [](int) { g_stop = 1; });
-
-  zmq::context_t ctx(1);
+int PlainTail(zmq::context_t& ctx, const std::string& endpoint, std::vector<std::string> topics,
+              uint64_t count) {
   zmq::socket_t sub(ctx, zmq::socket_type::sub);
   try {
     sub.set(zmq::sockopt::rcvhwm, 0);
@@ -76,7 +49,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "wsbridge-tail: cannot connect to %s: %s\n", endpoint.c_str(), e.what());
     return 2;
   }
-
   wsbridge::v1::Envelope env;
   uint64_t seen = 0;
   while (!g_stop && (count == 0 || seen < count)) {
@@ -93,10 +65,106 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "wsbridge-tail: skipped a message that is not an Envelope\n");
       continue;
     }
-    std::string line = FormatLine(env);
-    std::fwrite(line.data(), 1, line.size(), stdout);
-    std::fflush(stdout);
+    Print(env);
     ++seen;
   }
   return 0;
+}
+
+int GapFillingTail(zmq::context_t& ctx, const std::string& endpoint, const std::string& replay,
+                   const std::vector<std::string>& topics, uint64_t count, uint64_t from_seq,
+                   int idle_check_ms) {
+  namespace client = wsbridge::client;
+  client::GapFillingOptions o;
+  o.pub_endpoint = endpoint;
+  o.replay_endpoint = replay;
+  o.start_seq = from_seq;
+  o.idle_check = std::chrono::milliseconds(idle_check_ms);
+  // One prefix goes to the replay endpoint as a filter; several are filtered here.
+  if (topics.size() == 1) o.topic_prefix = topics[0];
+  uint64_t seen = 0;
+  client::GapFillingHandlers h;
+  h.on_message = [&](const wsbridge::v1::Envelope& env) {
+    if (topics.size() > 1 && !Matches(topics, env.topic())) return;
+    if (count != 0 && seen >= count) return;
+    Print(env);
+    ++seen;
+  };
+  h.on_epoch_change = [](uint64_t old_epoch, uint64_t new_epoch) {
+    std::fprintf(stderr,
+                 "wsbridge-tail: the bridge's database was replaced (epoch %s -> %s): "
+                 "starting over at seq 1 of the new history\n",
+                 wsbridge::EpochHex(old_epoch).c_str(), wsbridge::EpochHex(new_epoch).c_str());
+  };
+  h.on_lost = [](uint64_t from, uint64_t to) {
+    std::fprintf(stderr,
+                 "wsbridge-tail: seq %llu..%llu are lost: trimmed by retention before they "
+                 "could be replayed\n",
+                 static_cast<unsigned long long>(from), static_cast<unsigned long long>(to));
+  };
+  h.on_warning = [](const std::string& what) {
+    std::fprintf(stderr, "wsbridge-tail: %s\n", what.c_str());
+  };
+  auto sub = client::GapFillingSubscriber::Create(&ctx, o, std::move(h));
+  if (!sub.ok()) {
+    std::fprintf(stderr, "wsbridge-tail: %s\n", sub.status().message().c_str());
+    return 2;
+  }
+  while (!g_stop && (count == 0 || seen < count)) {
+    wsbridge::Status s = (*sub)->Poll(std::chrono::milliseconds(200));
+    if (!s.ok()) {
+      std::fprintf(stderr, "wsbridge-tail: %s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Subscribe to a wsbridge PUB endpoint and print one JSON line per message.",
+               "wsbridge-tail"};
+  std::string endpoint = "tcp://127.0.0.1:5556";
+  std::string replay;
+  std::vector<std::string> topics;
+  uint64_t count = 0;
+  uint64_t from_seq = 0;
+  bool fill_gaps = false;
+  int idle_check_ms = 1000;
+  app.add_option("--endpoint,--pub", endpoint, "PUB endpoint of the bridge")->capture_default_str();
+  app.add_option("--topic", topics, "topic prefix to subscribe to (repeatable; default: all)");
+  app.add_option("--count", count, "exit after this many messages (0: run until Ctrl-C)");
+  auto* fill = app.add_flag("--fill-gaps", fill_gaps,
+                            "print every seq once and in order: ask the replay endpoint for "
+                            "whatever the PUB socket dropped");
+  auto* rep = app.add_option("--replay", replay,
+                             "replay endpoint of the bridge (zmq.replay), for --fill-gaps");
+  app.add_option("--from-seq", from_seq,
+                 "with --fill-gaps: start at this seq, replaying what came before "
+                 "(default: the first live message)")
+      ->needs(fill);
+  app.add_option("--idle-check-ms", idle_check_ms,
+                 "with --fill-gaps: after this long without messages, ask the journal whether "
+                 "any were missed (0: never)")
+      ->capture_default_str()
+      ->needs(fill);
+  fill->needs(rep);
+  app.set_version_flag("--version", std::string("wsbridge-tail ") + WSBRIDGE_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::string what = e.what();
+    for (char& c : what) c = c == '\n' ? ' ' : c;
+    std::fprintf(stderr, "wsbridge-tail: %s (see --help)\n", what.c_str());
+    return 2;
+  }
+
+  std::signal(SIGINT, [](int) { g_stop = 1; });
+  std::signal(SIGTERM, [](int) { g_stop = 1; });
+
+  zmq::context_t ctx(1);
+  if (!fill_gaps) return PlainTail(ctx, endpoint, topics, count);
+  return GapFillingTail(ctx, endpoint, replay, topics, count, from_seq, idle_check_ms);
 }

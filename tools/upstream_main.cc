@@ -1,7 +1,6 @@
 // wsbridge-upstream: the reference upstream server of SPEC §6, for the demo, the tests and as
 // an example for upstream authors. This file only turns the command line into Options.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <string>
 
@@ -24,12 +23,15 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("wsbridge-upstream ") + WSBRIDGE_VERSION);
 
   app.add_option("--bind", o.bind, "address to listen on")->capture_default_str();
-  app.add_option("--port", o.port, "port to listen on; 0: chosen by the OS")
-      ->capture_default_str();
+  app.add_option("--port", o.port, "port to listen on; 0: chosen by the OS")->capture_default_str();
   app.add_option("--rate", o.rate,
                  "messages per second; 0: as fast as the fastest client drains them "
                  "(nothing is produced while no client has resumed)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return v.empty() || v[0] == '-' ? std::string("must not be negative") : std::string();
+          },
+          "NONNEGATIVE"))
       ->capture_default_str();
   app.add_option("--topics", o.topics, "topics, used round-robin (comma-separated)")
       ->delimiter(',')
@@ -69,7 +71,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(300, 599))
       ->group(kTest);
   app.add_option("--retry-after", o.retry_after,
-                 "Retry-After header value (seconds) on refused handshakes (not on 401/403)")
+                 "Retry-After header value (seconds) on handshakes refused by --reject-status or "
+                 "--max-connections")
       ->group(kTest);
   app.add_option("--require-header", o.require_headers,
                  "\"Name: value\": refuse handshakes without it with 401 (repeatable)")

@@ -2,9 +2,6 @@
 
 #include <simdjson.h>
 
-#include <websocketpp/config/asio.hpp>
-#include <websocketpp/server.hpp>
-
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -20,6 +17,8 @@
 #include <type_traits>
 #include <unordered_set>
 #include <utility>
+#include <websocketpp/config/asio.hpp>
+#include <websocketpp/server.hpp>
 
 namespace wsbridge::upstream {
 namespace {
@@ -29,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 // Per-connection bound on bytes queued in websocketpp and not yet handed to the socket. A
 // slow reader makes its connection wait (polled every kPollInterval); if it falls further
 // behind than the history, it skips ahead, which is what a real feed does.
-constexpr size_t kMaxBufferedBytes = size_t{1} << 20;
+constexpr size_t kMaxBufferedBytes = size_t{4} << 20;
 constexpr auto kPollInterval = std::chrono::milliseconds(1);
 // How long SIGINT/SIGTERM waits for close handshakes before stopping anyway.
 constexpr auto kShutdownGrace = std::chrono::seconds(2);
@@ -59,11 +58,21 @@ void AppendJsonEscaped(std::string& out, std::string_view s) {
   for (char ch : s) {
     auto c = static_cast<unsigned char>(ch);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += "\\u00";
@@ -142,12 +151,24 @@ StatusOr<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const Options& o) {
   return ctx;
 }
 
+// websocketpp 0.8.2 with this Asio takes the completion of the TLS shutdown that follows a
+// close handshake for a cancellation, so a wss connection only ends when the socket-shutdown
+// timer fires (5 s by default). A shorter timer makes a closed wss connection gone (close
+// handler, --max-connections count) within a second.
+struct TlsConfig : websocketpp::config::asio_tls {
+  using type = TlsConfig;
+  struct transport_config : websocketpp::config::asio_tls::transport_config {
+    static const long timeout_socket_shutdown = 1000;  // ms; websocketpp's name and type
+  };
+  using transport_type = websocketpp::transport::asio::endpoint<transport_config>;
+};
+
 // What Create() prepared for the server: validated options, open files, TLS material.
 struct Resources {
   Options options;
-  File received_log;                          // null without --log-received
-  File headers_log;                           // null without --log-headers
-  std::shared_ptr<asio::ssl::context> tls;    // null for plain ws://
+  File received_log;                        // null without --log-received
+  File headers_log;                         // null without --log-headers
+  std::shared_ptr<asio::ssl::context> tls;  // null for plain ws://
   std::vector<std::pair<std::string, std::string>> required_headers;
 };
 
@@ -184,7 +205,9 @@ class ServerImpl final : public Server {
     namespace log = websocketpp::log;
     server_.clear_access_channels(log::alevel::all);
     server_.clear_error_channels(log::elevel::all);
-    server_.set_error_channels(log::elevel::rerror | log::elevel::fatal);
+    // No library log at all: websocketpp reports a client that vanishes mid-write (e.g. a
+    // bridge killed with SIGKILL, which the tests do) as "[fatal]", and the close and fail
+    // handlers below already say on stderr what happened to each connection and why.
     server_.init_asio(&io_);
     server_.set_reuse_addr(true);
 
@@ -229,8 +252,8 @@ class ServerImpl final : public Server {
     std::printf("listening on %u\n", unsigned{local.port()});
     std::fflush(stdout);
 
-    signals_.async_wait([this](const std::error_code& e, int) {
-      if (!e) Stop();
+    signals_.async_wait([this](const std::error_code& e, int signo) {
+      if (!e) Stop(signo);
     });
     base_ = Clock::now();
     Reschedule();
@@ -244,16 +267,17 @@ class ServerImpl final : public Server {
   using ConnectionPtr = typename Endpoint::connection_ptr;
   using Message = typename Config::message_type;
   using MessagePtr = typename Message::ptr;
-  static constexpr bool kTls = std::is_same_v<Config, websocketpp::config::asio_tls>;
+  static constexpr bool kTls = std::is_same_v<Config, TlsConfig>;
 
   struct Conn {
     ConnectionPtr con;
-    uint64_t id = 0;         // for log lines
-    bool resumed = false;    // nothing is sent before the client's resume
-    bool closing = false;    // close() called or send failed: send nothing more
-    bool waiting = false;    // has something to send and must be polled
-    uint64_t next_seq = 0;   // next seq to send, once resumed
-    uint64_t sent = 0;       // data messages sent, for --close-after
+    uint64_t id = 0;        // for log lines
+    bool resumed = false;   // nothing is sent before the client's resume
+    bool closing = false;   // close() called or send failed: send nothing more
+    bool waiting = false;   // has something to send and must be polled
+    uint64_t next_seq = 0;  // next seq to send, once resumed
+    uint64_t sent = 0;      // data messages sent, for --close-after
+    uint64_t skipped = 0;   // messages it missed by falling behind the history
   };
 
   void Log(const char* fmt, ...) __attribute__((format(printf, 2, 3))) {
@@ -271,22 +295,26 @@ class ServerImpl final : public Server {
   bool OnValidate(websocketpp::connection_hdl h) {
     ConnectionPtr con = server_.get_con_from_hdl(h);
     if (headers_log_) LogHeaders(*con);
-    if (stopping_) return Refuse(*con, 503, "shutting down");
-    if (opts_.reject_status != 0) return Refuse(*con, opts_.reject_status, "--reject-status");
+    if (stopping_) return Refuse(*con, 503, "shutting down", /*retry_after=*/false);
+    if (opts_.reject_status != 0) {
+      return Refuse(*con, opts_.reject_status, "--reject-status", /*retry_after=*/true);
+    }
     for (const auto& [name, value] : required_headers_) {
       if (con->get_request_header(name) != value) {
-        return Refuse(*con, 401, "missing or wrong header " + name);
+        return Refuse(*con, 401, "missing or wrong header " + name, /*retry_after=*/false);
       }
     }
     if (opts_.max_connections != 0 && conns_.size() >= opts_.max_connections) {
-      return Refuse(*con, 503, "--max-connections reached");
+      return Refuse(*con, 503, "--max-connections reached", /*retry_after=*/true);
     }
     return true;
   }
 
-  bool Refuse(typename Endpoint::connection_type& con, int status, const std::string& why) {
+  // Always false: the validate handler's answer.
+  bool Refuse(typename Endpoint::connection_type& con, int status, const std::string& why,
+              bool retry_after) {
     con.set_status(static_cast<websocketpp::http::status_code::value>(status));
-    if (!opts_.retry_after.empty() && status != 401 && status != 403) {
+    if (retry_after && !opts_.retry_after.empty()) {
       con.append_header("Retry-After", opts_.retry_after);
     }
     con.set_body("refused: " + why + "\n");
@@ -326,9 +354,12 @@ class ServerImpl final : public Server {
     auto it = conns_.find(h);
     if (it == conns_.end()) return;
     const Conn& c = it->second;
-    Log("connection %llu closed (remote code %d, local code %d) after %llu messages",
+    const std::error_code ec = c.con->get_ec();
+    Log("connection %llu closed (remote code %d, local code %d%s%s) after %llu messages "
+        "(%llu skipped)",
         static_cast<unsigned long long>(c.id), int(c.con->get_remote_close_code()),
-        int(c.con->get_local_close_code()), static_cast<unsigned long long>(c.sent));
+        int(c.con->get_local_close_code()), ec ? ", " : "", ec ? ec.message().c_str() : "",
+        static_cast<unsigned long long>(c.sent), static_cast<unsigned long long>(c.skipped));
     conns_.erase(it);
     if (stopping_ && conns_.empty()) io_.stop();
   }
@@ -337,17 +368,18 @@ class ServerImpl final : public Server {
     ConnectionPtr con = server_.get_con_from_hdl(h);
     auto it = conns_.find(h);
     if (it != conns_.end()) conns_.erase(it);
-    if (con->get_ec() != websocketpp::error::rejected) {
+    // Refusals were logged by Refuse(); at shutdown the pending accept fails as aborted.
+    if (con->get_ec() != websocketpp::error::rejected && !stopping_) {
       Log("connection from %s failed: %s", con->get_remote_endpoint().c_str(),
           con->get_ec().message().c_str());
     }
     if (stopping_ && conns_.empty()) io_.stop();
   }
 
-  void Stop() {
+  void Stop(int signo) {
     if (stopping_) return;
     stopping_ = true;
-    Log("stopping");
+    Log("stopping on signal %d", signo);
     tick_.cancel();
     std::error_code ec;
     server_.stop_listening(ec);
@@ -468,7 +500,7 @@ class ServerImpl final : public Server {
     constexpr size_t kPadOverhead = sizeof(R"(,"pad":"")") - 1;
     if (opts_.payload_bytes > data.size() + 1 + kPadOverhead) {
       data += R"(,"pad":")";
-      data.append(opts_.payload_bytes - data.size() - 3, 'x');
+      data.append(opts_.payload_bytes - data.size() - 2, 'x');  // 2: closing '"' and '}'
       data += '"';
     }
     data += '}';
@@ -493,13 +525,12 @@ class ServerImpl final : public Server {
   // history is shared by all connections and sending copies nothing.
   static MessagePtr PrepareFrame(std::string text) {
     namespace frame = websocketpp::frame;
-    auto m = std::make_shared<Message>(typename Message::con_msg_man_ptr(), frame::opcode::text,
-                                       0);
+    auto m = std::make_shared<Message>(typename Message::con_msg_man_ptr(), frame::opcode::text, 0);
     const uint64_t size = text.size();
     m->get_raw_payload() = std::move(text);
-    m->set_header(frame::prepare_header(frame::basic_header(frame::opcode::text, size, true,
-                                                            false, false),
-                                        frame::extended_header(size)));
+    m->set_header(
+        frame::prepare_header(frame::basic_header(frame::opcode::text, size, true, false, false),
+                              frame::extended_header(size)));
     m->set_prepared(true);
     return m;
   }
@@ -509,9 +540,14 @@ class ServerImpl final : public Server {
     if (!c.resumed || c.closing || stopping_) return false;
     const uint64_t oldest = OldestSeq();
     if (c.next_seq < oldest) {
-      Log("connection %llu fell behind the history: skipping seq %llu..%llu",
-          static_cast<unsigned long long>(c.id), static_cast<unsigned long long>(c.next_seq),
-          static_cast<unsigned long long>(oldest - 1));
+      // Logged once per connection: a stalled reader would otherwise log on every tick.
+      if (c.skipped == 0) {
+        Log("connection %llu fell behind the history: skipping seq %llu..%llu (and more "
+            "later, counted at close)",
+            static_cast<unsigned long long>(c.id), static_cast<unsigned long long>(c.next_seq),
+            static_cast<unsigned long long>(oldest - 1));
+      }
+      c.skipped += oldest - c.next_seq;
       c.next_seq = oldest;
     }
     for (;;) {
@@ -574,9 +610,9 @@ class ServerImpl final : public Server {
       }
     }
     if (!when && opts_.rate > 0 && !CountDone()) {
-      const auto due = base_ + std::chrono::duration_cast<Clock::duration>(
-                                   std::chrono::duration<double>(
-                                       double(produced_since_base_ + 1) / opts_.rate));
+      const auto due =
+          base_ + std::chrono::duration_cast<Clock::duration>(
+                      std::chrono::duration<double>(double(produced_since_base_ + 1) / opts_.rate));
       when = std::max(due, now + kPollInterval);
     }
     if (!when) return;
@@ -605,14 +641,13 @@ class ServerImpl final : public Server {
   bool tick_armed_ = false;
   bool stopping_ = false;
 
-  std::map<websocketpp::connection_hdl, Conn, std::owner_less<websocketpp::connection_hdl>>
-      conns_;
+  std::map<websocketpp::connection_hdl, Conn, std::owner_less<websocketpp::connection_hdl>> conns_;
   uint64_t last_conn_id_ = 0;
 
-  std::deque<MessagePtr> history_;   // seqs OldestSeq() .. next_seq_-1
-  uint64_t next_seq_;                // seq of the next message produced
-  uint64_t produced_ = 0;            // for --count
-  Clock::time_point base_;           // --rate schedule origin
+  std::deque<MessagePtr> history_;  // seqs OldestSeq() .. next_seq_-1
+  uint64_t next_seq_;               // seq of the next message produced
+  uint64_t produced_ = 0;           // for --count
+  Clock::time_point base_;          // --rate schedule origin
   uint64_t produced_since_base_ = 0;
 
   simdjson::dom::parser parser_;
@@ -637,8 +672,9 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   }
   for (const auto& spec : o.require_headers) {
     auto colon = spec.find(':');
-    std::string_view name =
-        colon == std::string::npos ? std::string_view() : Trim(std::string_view(spec).substr(0, colon));
+    std::string_view name = colon == std::string::npos
+                                ? std::string_view()
+                                : Trim(std::string_view(spec).substr(0, colon));
     if (name.empty()) {
       return Status::InvalidArgument("--require-header \"" + spec + "\": expected \"Name: value\"");
     }
@@ -664,8 +700,7 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   auto ctx = MakeTlsContext(o);
   if (!ctx.ok()) return ctx.status();
   r.tls = std::move(ctx).value();
-  return std::unique_ptr<Server>(
-      std::make_unique<ServerImpl<websocketpp::config::asio_tls>>(std::move(r)));
+  return std::unique_ptr<Server>(std::make_unique<ServerImpl<TlsConfig>>(std::move(r)));
 }
 
 }  // namespace wsbridge::upstream

@@ -21,31 +21,31 @@ struct Options {
   uint16_t port = 8765;  // 0: chosen by the OS, printed as "listening on <port>"
 
   // Feed.
-  double rate = 1000;                       // messages per second; 0: as fast as clients drain
+  double rate = 10;  // messages per second; 0: as fast as clients drain
   std::vector<std::string> topics = {"ticks"};
-  uint64_t history = 100000;                // messages kept for resume (>= 1)
-  uint64_t count = 0;                       // stop producing after this many; 0: never
-  uint64_t first_seq = 1;                   // seq of the first message produced
-  size_t payload_bytes = 0;                 // pad "data" to about this many bytes; 0: no pad
+  uint64_t history = 100000;  // messages kept for resume (>= 1)
+  uint64_t count = 0;         // stop producing after this many; 0: never
+  uint64_t first_seq = 1;     // seq of the first message produced
+  size_t payload_bytes = 0;   // pad "data" to about this many bytes; 0: no pad
 
   // Inbound.
-  std::string log_received;                 // file: every outbound message got, one per line
+  std::string log_received;  // file: every outbound message got, one per line
   bool no_ack = false;
 
   // Test switches.
-  uint64_t close_after = 0;                 // close each connection (1001) after N messages
-  int reject_status = 0;                    // refuse every handshake with this HTTP status
-  std::string retry_after;                  // Retry-After header value on refusals
-  std::vector<std::string> require_headers; // "Name: value"; missing -> 401
-  std::string log_headers;                  // file: one JSON object of request headers per line
-  uint32_t max_connections = 0;             // 0: unlimited; beyond: 503
+  uint64_t close_after = 0;                  // close each connection (1001) after N messages
+  int reject_status = 0;                     // refuse every handshake with this HTTP status
+  std::string retry_after;                   // Retry-After header value on refusals
+  std::vector<std::string> require_headers;  // "Name: value"; missing -> 401
+  std::string log_headers;                   // file: one JSON object of request headers per line
+  uint32_t max_connections = 0;              // 0: unlimited; beyond: 503
 
   // TLS (wss://). Both cert and key, or neither. client_ca turns on mutual TLS.
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
 
-  bool quiet = false;                       // no per-connection lines on stderr
+  bool quiet = false;  // no per-connection lines on stderr
 };
 
 // The server. Create() validates the options and opens files and TLS material; Run() binds,

@@ -249,3 +249,168 @@ class Subscriber {
 };
 
 }  // namespace wsbridge::testing
+
+// ---- Fault-injecting proxy and log time lines (resilience tests) ------------------------------
+//
+// FaultProxy         wsbridge-faultproxy (tests/support/fault_proxy.cc) between the bridge and
+//                    its upstream: pass / reset / blackhole / latency MS, switched at run time
+// FaultProxyCommand  one line on the proxy's control port, returns its answer ("ok")
+// LogEvents          the lines of a log that match a pattern, each with its timestamp
+
+#include <sys/time.h>
+
+#include <cstdint>
+#include <ctime>
+
+namespace wsbridge::testing {
+
+inline std::string FaultProxyBin() {
+#ifdef WSB_FAULTPROXY_BIN
+  return WSB_FAULTPROXY_BIN;
+#else
+  return BinDir() + "/../tests/wsbridge-faultproxy";
+#endif
+}
+
+// A running wsbridge-faultproxy; `port` is where the bridge connects, `control_port` takes
+// commands. Both are 0 when it failed to start (see child.Stderr()).
+struct FaultProxy {
+  Child child;
+  int port = 0;
+  int control_port = 0;
+};
+
+// Starts a proxy on OS-chosen ports forwarding to 127.0.0.1:target_port, in `mode` ("pass",
+// "reset", "blackhole", "latency 50"). Its event log (UTC-stamped lines) is <dir>/<tag>.err.
+inline FaultProxy StartFaultProxy(const std::string& dir, int target_port,
+                                  const std::string& mode = "pass",
+                                  const std::string& tag = "proxy") {
+  FaultProxy p;
+  p.child = Child::Start({FaultProxyBin(), "--target=127.0.0.1:" + std::to_string(target_port),
+                          "--port=0", "--control-port=0", "--mode=" + mode},
+                         dir, tag);
+  auto port = p.child.WaitForOutput(R"(listening on (\d+))", "out");
+  auto control = p.child.WaitForOutput(R"(control on (\d+))", "out");
+  if (port && control) {
+    p.port = std::stoi(*port);
+    p.control_port = std::stoi(*control);
+  }
+  return p;
+}
+
+// Sends `command` (e.g. "blackhole", "latency 50", "status") to the proxy's control port and
+// returns its one-line answer without the newline ("ok" once the mode is in force), or "" when
+// the proxy cannot be reached or does not answer within `timeout`.
+inline std::string FaultProxyCommand(int control_port, const std::string& command,
+                                     std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(control_port));
+  std::string answer;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    std::string line = command + "\n";
+    if (send(fd, line.data(), line.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(line.size())) {
+      char c = 0;
+      while (recv(fd, &c, 1, 0) == 1 && c != '\n') answer.push_back(c);
+      if (c != '\n') answer.clear();
+    }
+  }
+  close(fd);
+  return answer;
+}
+
+// Microseconds since the Unix epoch, on the clock the logs are stamped with.
+inline int64_t WallNowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The UTC time at the start of a log line, "2024-05-01T12:00:00.123456Z ..." (the bridge's text
+// log format and the proxy's), in microseconds since the epoch; nullopt when there is none.
+inline std::optional<int64_t> LogLineTimeUs(const std::string& line) {
+  static const std::regex rx(R"(^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z)");
+  std::smatch m;
+  if (!std::regex_search(line, m, rx)) return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = std::stoi(m[1]) - 1900;
+  tm.tm_mon = std::stoi(m[2]) - 1;
+  tm.tm_mday = std::stoi(m[3]);
+  tm.tm_hour = std::stoi(m[4]);
+  tm.tm_min = std::stoi(m[5]);
+  tm.tm_sec = std::stoi(m[6]);
+  int64_t us = static_cast<int64_t>(timegm(&tm)) * 1000000;
+  if (m[7].matched) {
+    std::string frac = m[7].str();
+    frac.resize(6, '0');  // to microseconds: pad or cut
+    us += std::stoll(frac);
+  }
+  return us;
+}
+
+// A log line and its time.
+struct LogEvent {
+  int64_t us = 0;  // LogLineTimeUs
+  std::string line;
+};
+
+// The lines of `text` that match `re` (regex_search) and carry a time, in order.
+inline std::vector<LogEvent> LogEvents(const std::string& text, const std::string& re) {
+  std::regex rx(re);
+  std::vector<LogEvent> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!std::regex_search(line, rx)) continue;
+    if (auto us = LogLineTimeUs(line)) out.push_back({*us, line});
+  }
+  return out;
+}
+
+}  // namespace wsbridge::testing
+
+// ---- Replay endpoint (replay tests) -------------------------------------------------------------
+//
+// StartReplayBridge  StartBridge, and also the replay endpoint from the "zmq: replay on" line
+
+namespace wsbridge::testing {
+
+struct ReplayBridgeEndpoints {
+  std::string pub;
+  std::string replay;
+};
+
+// As StartBridge (same flags; later --set flags override its endpoints), and waits for both the
+// PUB and the replay endpoint of this run; they stay empty when the bridge did not come up.
+inline Child StartReplayBridge(const std::string& dir, const std::string& upstream_url,
+                               const std::string& db, std::vector<std::string> flags,
+                               ReplayBridgeEndpoints* endpoints,
+                               const std::string& tag = "bridge") {
+  const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".err").size();
+  BridgeEndpoints be;
+  Child c = StartBridge(dir, upstream_url, db, std::move(flags), &be, tag);
+  endpoints->pub = be.pub;
+  endpoints->replay.clear();
+  std::regex rx(R"(replay on (tcp://[0-9.]+:\d+))");
+  WaitFor([&] {
+    std::string text = c.Stderr();
+    text = text.size() > before ? text.substr(before) : "";
+    std::smatch m;
+    if (std::regex_search(text, m, rx)) {
+      endpoints->replay = m[1];
+      return true;
+    }
+    return c.Exited();
+  });
+  return c;
+}
+
+}  // namespace wsbridge::testing
