@@ -359,7 +359,11 @@ class Link final : public Upstream {
     hooks_.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
     hooks_.stats->CountReconnectReason(ToString(f.kind));
     Actions actions = policy_.OnConnectFailed(Now(), id, f);
-    if (!stopping_) LogRetry(f.ToString());
+    if (!stopping_) {
+      std::string what = f.ToString();
+      if (f.retry_after) what += " (Retry-After " + FormatDuration(*f.retry_after) + ")";
+      LogRetry(what);
+    }
     Apply(actions);
   }
 
@@ -398,8 +402,15 @@ class Link final : public Upstream {
     PolicyStatus st = policy_.status();
     if (st.state == PolicyState::kBackingOff && st.last_delay) {
       if (st.fatal) {
-        spdlog::warn("upstream: {}; retrying in {} (fatal: {})", what,
-                     FormatDuration(*st.last_delay), st.reason);
+        // The policy keeps the fatal reason while it retries at the cap: name it only when
+        // this failure is a different one.
+        if (st.reason.rfind(what, 0) == 0) {
+          spdlog::warn("upstream: {}; retrying in {} (fatal)", what,
+                       FormatDuration(*st.last_delay));
+        } else {
+          spdlog::warn("upstream: {}; retrying in {} (still fatal: {})", what,
+                       FormatDuration(*st.last_delay), st.reason);
+        }
       } else {
         spdlog::warn("upstream: {}; retrying in {}", what, FormatDuration(*st.last_delay));
       }
