@@ -23,6 +23,7 @@ pids+=($!)
 pids+=($!)
 echo "demo: upstream on :8765, bridge publishing on tcp://127.0.0.1:5556; Ctrl-C stops all three"
 echo "demo: bridge log: $DIR/bridge.log"
-"$BIN/tools/wsbridge-tail" &
+# The tail fills any gap (e.g. the first messages, published before it subscribed) by replay.
+"$BIN/tools/wsbridge-tail" --fill-gaps --replay tcp://127.0.0.1:5558 --from-seq 1 &
 pids+=($!)
 wait "${pids[-1]}"
