@@ -150,9 +150,10 @@ void Writer::Publish(uint64_t first_seq) {
     env.set_binary(m.binary);
     env.set_received_at_unix_ns(m.received_at_unix_ns);
     env.set_epoch(epoch_);
-    env.SerializeToString(&scratch_);
+    // Serialized straight into the frame ZeroMQ sends: no intermediate copy.
     zmq::message_t topic(m.topic.data(), m.topic.size());
-    zmq::message_t body(scratch_.data(), scratch_.size());
+    zmq::message_t body(env.ByteSizeLong());
+    env.SerializeWithCachedSizesToArray(static_cast<uint8_t*>(body.data()));
     // PUB never blocks: past the high-water mark a slow subscriber misses messages and gets
     // them back through replay (the journal is the source of truth).
     auto sent = pub_.send(topic, zmq::send_flags::sndmore | zmq::send_flags::dontwait);

@@ -103,7 +103,6 @@ class Writer {
   size_t pending_pos_ = 0;
   Batch batch_;
   uint64_t accepted_upstream_seq_ = 0;  // highest upstream seq in the journal or current batch
-  std::string scratch_;
   int64_t last_trim_ns_ = 0;
   Outbound outbound_;
   LinkEvents link_events_;
