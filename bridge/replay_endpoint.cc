@@ -156,7 +156,9 @@ void ReplayEndpoint::Run() {
   while (!stop_.load()) {
     // Idle: wait for a request. Serving: look for new requests without waiting, between pages.
     // Every client's queue full: wait a little for them to read.
-    long timeout = clients_.empty() ? 1000 : progressed ? 0 : options_.poll_ms_when_blocked;
+    long timeout = clients_.empty() && pending_errors_.empty() ? 1000
+                   : progressed                                 ? 0
+                                                                : options_.poll_ms_when_blocked;
     try {
       zmq::poll(items, 2, std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t& e) {
@@ -165,6 +167,7 @@ void ReplayEndpoint::Run() {
       break;
     }
     if (items[1].revents & ZMQ_POLLIN) break;
+    FlushPendingErrors();
     if (items[0].revents & ZMQ_POLLIN) ReceiveRequests();
     progressed = !clients_.empty() && ServeRound();
   }
@@ -240,6 +243,8 @@ void ReplayEndpoint::HandleRequest(std::vector<zmq::message_t>& frames) {
   c.messages = c.pages = 0;
 }
 
+constexpr size_t kMaxPendingErrors = 1024;
+
 void ReplayEndpoint::SendError(const std::string& identity, bool req, const std::string& error) {
   v1::ReplayReply reply;
   reply.set_error(error);
@@ -250,9 +255,23 @@ void ReplayEndpoint::SendError(const std::string& identity, bool req, const std:
   }
   std::string body;
   reply.SerializeToString(&body);
-  // An error reply is small; a client whose queue is full misses it, as it would any page.
-  if (SendTo(identity, req, body) == SendResult::kFull) {
-    spdlog::debug("replay: error reply not sent, the client's queue is full: {}", error);
+  // A client whose queue is momentarily full (ZeroMQ's I/O thread has not flushed it yet) gets
+  // its error reply on a later turn: a request is never left unanswered.
+  if (!pending_errors_.empty() || SendTo(identity, req, body) == SendResult::kFull) {
+    if (pending_errors_.size() >= kMaxPendingErrors) {
+      spdlog::warn("replay: too many unsent error replies; dropping one for a client that does "
+                   "not read: {}", error);
+      return;
+    }
+    pending_errors_.push_back(PendingError{identity, req, std::move(body)});
+  }
+}
+
+void ReplayEndpoint::FlushPendingErrors() {
+  while (!pending_errors_.empty()) {
+    PendingError& p = pending_errors_.front();
+    if (SendTo(p.identity, p.req, p.body) == SendResult::kFull) return;
+    pending_errors_.pop_front();
   }
 }
 

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <deque>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -142,6 +143,15 @@ class ReplayEndpoint {
 
   // Replay-thread state.
   std::unordered_map<std::string, Client> clients_;
+  // Error replies that met a full client queue: sent again each turn, never dropped unless the
+  // client is gone or too many pile up.
+  struct PendingError {
+    std::string identity;
+    bool req;
+    std::string body;
+  };
+  std::deque<PendingError> pending_errors_;
+  void FlushPendingErrors();
   v1::ReplayReply reply_;
 };
 

@@ -7,12 +7,32 @@
 #include <websocketpp/client.hpp>
 #include <websocketpp/uri.hpp>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "bridge/clock.h"
 #include "bridge/connection_policy.h"
 #include "bridge/json_fields.h"
+#include "bridge/logging.h"
 #include "bridge/writer.h"
 #include "bridge/ws_config.h"
 
@@ -50,6 +70,430 @@ Failure::Kind ClassifyTransportError(const std::error_code& ec) {
   return Failure::Kind::kOther;
 }
 
+// ---- HTTP CONNECT proxy (upstream.proxy, else HTTPS_PROXY / HTTP_PROXY / NO_PROXY) ------------
+
+// Where and how to tunnel. The credentials are kept apart from the URL handed to websocketpp,
+// whose URI parser does not understand user:pass@, and never appear in a message.
+struct ProxySettings {
+  std::string url;      // "http://host:port", for connection::set_proxy
+  std::string display;  // "host:port", for logs and failure reasons
+  std::string user;     // percent-decoded; "": no Proxy-Authorization
+  std::string pass;
+  std::string source;  // "upstream.proxy" or the environment variable it came from
+};
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string Trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+std::string PercentDecode(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+// Splits "host:port", "[v6]:port" or "host" (port "" then). False when malformed.
+bool SplitHostPort(const std::string& v, std::string* host, std::string* port) {
+  port->clear();
+  if (!v.empty() && v[0] == '[') {
+    size_t close = v.find(']');
+    if (close == std::string::npos) return false;
+    *host = v.substr(0, close + 1);
+    std::string rest = v.substr(close + 1);
+    if (rest.empty()) return true;
+    if (rest[0] != ':') return false;
+    *port = rest.substr(1);
+    return true;
+  }
+  size_t colon = v.rfind(':');
+  if (colon == std::string::npos) {
+    *host = v;
+    return true;
+  }
+  *host = v.substr(0, colon);
+  *port = v.substr(colon + 1);
+  return true;
+}
+
+// "http://[user:pass@]host[:port][/]"; the scheme may be left out (as in many HTTP_PROXY
+// values). Messages name `source`, never the credentials.
+StatusOr<ProxySettings> ParseProxy(const std::string& value, const std::string& source) {
+  std::string v = Trim(value);
+  size_t scheme_end = v.find("://");
+  if (scheme_end != std::string::npos) {
+    std::string scheme = Lower(v.substr(0, scheme_end));
+    if (scheme != "http") {
+      return Status::InvalidArgument(source + ": only http:// (HTTP CONNECT) proxies are "
+                                     "supported, got " + scheme + "://");
+    }
+    v = v.substr(scheme_end + 3);
+  }
+  size_t slash = v.find_first_of("/?#");
+  if (slash != std::string::npos) v.resize(slash);
+  ProxySettings p;
+  p.source = source;
+  size_t at = v.rfind('@');
+  if (at != std::string::npos) {
+    std::string info = v.substr(0, at);
+    v = v.substr(at + 1);
+    size_t colon = info.find(':');
+    p.user = PercentDecode(info.substr(0, colon));
+    if (colon != std::string::npos) p.pass = PercentDecode(info.substr(colon + 1));
+  }
+  std::string host, port;
+  if (v.empty() || !SplitHostPort(v, &host, &port) || host.empty() || host == "[]") {
+    return Status::InvalidArgument(source + ": expected http://[user:pass@]host:port");
+  }
+  if (port.empty()) port = "80";
+  char* end = nullptr;
+  long n = std::strtol(port.c_str(), &end, 10);
+  if (*end != '\0' || n < 1 || n > 65535) {
+    return Status::InvalidArgument(source + ": bad proxy port \"" + port + "\"");
+  }
+  p.display = host + ":" + port;
+  p.url = "http://" + p.display;
+  return p;
+}
+
+bool ParseIpv4(const std::string& s, uint32_t* out) {
+  in_addr a{};
+  if (inet_pton(AF_INET, s.c_str(), &a) != 1) return false;
+  *out = ntohl(a.s_addr);
+  return true;
+}
+
+// NO_PROXY as curl and Go read it: comma-separated entries; "*" matches everything; a name
+// matches itself and its subdomains (a leading "." or "*." is optional); an entry may carry
+// ":port"; IPv4 entries may be CIDR blocks ("10.0.0.0/8").
+bool NoProxyMatches(const std::string& no_proxy, const std::string& raw_host,
+                    const std::string& port) {
+  std::string host = Lower(raw_host);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  std::stringstream in(no_proxy);
+  std::string entry;
+  while (std::getline(in, entry, ',')) {
+    entry = Lower(Trim(entry));
+    if (entry.empty()) continue;
+    if (entry == "*") return true;
+    std::string name = entry, eport;
+    if (std::count(entry.begin(), entry.end(), ':') == 1 || entry[0] == '[') {
+      if (!SplitHostPort(entry, &name, &eport)) continue;
+    }
+    if (name.size() > 2 && name.front() == '[' && name.back() == ']') {
+      name = name.substr(1, name.size() - 2);
+    }
+    if (!eport.empty() && eport != port) continue;
+    size_t slash = name.find('/');
+    if (slash != std::string::npos) {
+      uint32_t net = 0, ip = 0;
+      int bits = std::atoi(name.c_str() + slash + 1);
+      if (ParseIpv4(name.substr(0, slash), &net) && ParseIpv4(host, &ip) && bits >= 0 &&
+          bits <= 32) {
+        uint32_t mask = bits == 0 ? 0 : ~uint32_t{0} << (32 - bits);
+        if ((net & mask) == (ip & mask)) return true;
+      }
+      continue;
+    }
+    if (name.rfind("*.", 0) == 0) name = name.substr(1);
+    if (!name.empty() && name[0] == '.') name = name.substr(1);
+    if (name.empty()) continue;
+    if (host == name) return true;
+    if (host.size() > name.size() && host.compare(host.size() - name.size(), name.size(), name) == 0 &&
+        host[host.size() - name.size() - 1] == '.') {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string GetEnv(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+// upstream.proxy when set; when it is unset (not explicitly set to ""), the conventional
+// variables: https_proxy / HTTPS_PROXY for wss://, http_proxy / HTTP_PROXY for ws://, then
+// all_proxy / ALL_PROXY (lower case first, as curl), minus NO_PROXY / no_proxy.
+StatusOr<std::optional<ProxySettings>> ResolveProxy(const Config& config,
+                                                    const websocketpp::uri& upstream) {
+  if (!config.upstream.proxy.empty()) {
+    auto p = ParseProxy(config.upstream.proxy, "upstream.proxy");
+    if (!p.ok()) return p.status();
+    return std::optional<ProxySettings>(*p);
+  }
+  auto src = config.sources.find("upstream.proxy");
+  if (src != config.sources.end() && src->second != "default") {
+    return std::optional<ProxySettings>();  // upstream.proxy = "" given on purpose: direct
+  }
+  std::vector<const char*> vars;
+  if (upstream.get_secure()) {
+    vars = {"https_proxy", "HTTPS_PROXY"};
+  } else {
+    vars = {"http_proxy", "HTTP_PROXY"};
+  }
+  vars.push_back("all_proxy");
+  vars.push_back("ALL_PROXY");
+  for (const char* var : vars) {
+    std::string value = GetEnv(var);
+    if (value.empty()) continue;
+    std::string no_proxy = GetEnv("no_proxy");
+    if (no_proxy.empty()) no_proxy = GetEnv("NO_PROXY");
+    if (NoProxyMatches(no_proxy, upstream.get_host(), upstream.get_port_str())) {
+      spdlog::info("upstream: {} is set, but NO_PROXY covers {}: connecting directly", var,
+                   upstream.get_host());
+      return std::optional<ProxySettings>();
+    }
+    auto p = ParseProxy(value, var);
+    if (!p.ok()) return p.status();
+    return std::optional<ProxySettings>(*p);
+  }
+  return std::optional<ProxySettings>();
+}
+
+// "Proxy connection error: 407 (Proxy Authentication Required)": websocketpp reports a refused
+// CONNECT only as transport error proxy_failed; the status is in the line it writes to the
+// error log (elevel::info), which the link captures for this.
+bool ParseProxyRefusal(const std::string& elog, int* status, std::string* reason) {
+  static const std::regex rx(R"(Proxy connection error: (\d+) \(([^)\n]*)\))");
+  std::smatch m;
+  std::string::const_iterator begin = elog.begin();
+  bool found = false;
+  while (std::regex_search(begin, elog.end(), m, rx)) {  // the last one
+    *status = std::stoi(m[1]);
+    *reason = m[2];
+    found = true;
+    begin = m[0].second;
+  }
+  return found;
+}
+
+// "asio handle_proxy_read error: End of file" and the like: why the tunnel could not be set up.
+std::string ProxyIoError(const std::string& elog) {
+  static const std::regex rx(R"(handle_proxy_\w+ error: ([^\n]*))");
+  std::smatch m;
+  if (std::regex_search(elog, m, rx)) return m[1];
+  return "";
+}
+
+// ---- upstream.auth_command ---------------------------------------------------------------------
+
+struct AuthResult {
+  bool ok = false;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string error;  // one line: the command's last stderr line, or what went wrong
+};
+
+std::string LastNonEmptyLine(const std::string& text) {
+  std::stringstream in(text);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    line = Trim(line);
+    if (!line.empty()) last = line;
+  }
+  if (last.size() > 300) last = last.substr(0, 300) + "...";
+  return last;
+}
+
+bool IsHeaderToken(const std::string& s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s) {
+    if (std::isalnum(c)) continue;
+    if (std::strchr("!#$%&'*+-.^_`|~", c) == nullptr || c == 0) return false;
+  }
+  return true;
+}
+
+// Runs `command` with /bin/sh -c (stdin /dev/null, its own process group, no inherited
+// descriptors) and collects stdout and stderr until it exits; after `timeout`, or when `cancel`
+// becomes true, its whole process group is killed. Blocks the calling thread.
+AuthResult RunAuthCommand(const std::string& command, std::chrono::milliseconds timeout,
+                          const std::atomic<bool>& cancel) {
+  constexpr size_t kMaxOutput = 64 * 1024;
+  AuthResult r;
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    r.error = std::string("cannot create a pipe: ") + std::strerror(errno);
+    for (int fd : {out[0], out[1], err[0], err[1]}) {
+      if (fd >= 0) close(fd);
+    }
+    return r;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);  // the daemon blocks signals in its threads
+  sigemptyset(&defaults);
+  for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD}) sigaddset(&defaults, sig);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, const_cast<char* const*>(argv), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  close(out[1]);
+  close(err[1]);
+  if (rc != 0) {
+    close(out[0]);
+    close(err[0]);
+    r.error = std::string("cannot run /bin/sh: ") + std::strerror(rc);
+    return r;
+  }
+
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + timeout;
+  std::string text[2];
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  bool timed_out = false, cancelled = false;
+  auto expired = [&] {
+    if (cancel.load()) cancelled = true;
+    else if (Clock::now() >= deadline) timed_out = true;
+    return cancelled || timed_out;
+  };
+  while ((fds[0].fd >= 0 || fds[1].fd >= 0) && !expired()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    int wait_ms = static_cast<int>(std::clamp<int64_t>(left.count(), 1, 50));
+    if (poll(fds, 2, wait_ms) < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[4096];
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        if (text[i].size() < kMaxOutput) text[i].append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+      }
+    }
+  }
+  int status = 0;
+  // Both pipes closed: the command is done or about to be; it still gets until the deadline.
+  while (!timed_out && !cancelled && waitpid(pid, &status, WNOHANG) == 0) {
+    if (expired()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (timed_out || cancelled) {
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  for (auto& f : fds) {
+    if (f.fd >= 0) close(f.fd);
+  }
+  std::string last_err = LastNonEmptyLine(text[1]);
+  if (cancelled) {
+    r.error = "cancelled";
+    return r;
+  }
+  if (timed_out) {
+    r.error = "timed out after " + std::to_string(timeout.count()) + " ms" +
+              (last_err.empty() ? "" : ": " + last_err);
+    return r;
+  }
+  if (WIFSIGNALED(status)) {
+    r.error = last_err.empty() ? "killed by signal " + std::to_string(WTERMSIG(status)) : last_err;
+    return r;
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    r.error = last_err.empty() ? "exit status " + std::to_string(WEXITSTATUS(status)) : last_err;
+    return r;
+  }
+  std::stringstream lines(text[0]);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (Trim(line).empty()) continue;
+    size_t colon = line.find(':');
+    std::string name = colon == std::string::npos ? "" : Trim(line.substr(0, colon));
+    if (!IsHeaderToken(name)) {
+      // The line itself may hold a secret: only its number is reported.
+      r.error = "stdout line " + std::to_string(n) + " is not \"Name: value\"";
+      r.headers.clear();
+      return r;
+    }
+    r.headers.emplace_back(name, Trim(line.substr(colon + 1)));
+  }
+  r.ok = true;
+  return r;
+}
+
+// ---- start-up checks ---------------------------------------------------------------------------
+
+// user:pass@ in upstream.url: websocketpp's URI parser takes it for part of the host, and the
+// credentials would end up in error messages. Refused, without repeating the URL.
+bool UrlHasUserInfo(const std::string& url) {
+  size_t scheme = url.find("://");
+  if (scheme == std::string::npos) return false;
+  size_t start = scheme + 3;
+  size_t end = url.find_first_of("/?#", start);
+  if (end == std::string::npos) end = url.size();
+  return url.find('@', start) < end;
+}
+
+// upstream.tls.cert_file / key_file: both or neither, readable PEM, and the key must belong to
+// the certificate; loaded once into a throwaway context so that a mistake stops the start-up
+// instead of failing every connection attempt.
+Status CheckClientCertificate(const TlsConfig& tls) {
+  if (tls.cert_file.empty() && tls.key_file.empty()) return Status::OK();
+  if (tls.cert_file.empty()) {
+    return Status::InvalidArgument("upstream.tls.cert_file: must be set with upstream.tls.key_file");
+  }
+  if (tls.key_file.empty()) {
+    return Status::InvalidArgument("upstream.tls.key_file: must be set with upstream.tls.cert_file");
+  }
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  asio::error_code ec;
+  ctx.use_certificate_chain_file(tls.cert_file, ec);
+  if (ec) {
+    return Status::InvalidArgument("upstream.tls.cert_file: cannot load " + tls.cert_file + ": " +
+                                   ec.message());
+  }
+  ctx.use_private_key_file(tls.key_file, asio::ssl::context::pem, ec);
+  if (ec) {
+    // OpenSSL checks the pair on loading: a key of another certificate fails here too.
+    std::string why = ec.message();
+    if (ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH) {
+      why = "does not match the certificate in upstream.tls.cert_file";
+    }
+    return Status::InvalidArgument("upstream.tls.key_file: cannot use " + tls.key_file + ": " +
+                                   why);
+  }
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+    return Status::InvalidArgument("upstream.tls.key_file: " + tls.key_file +
+                                   " does not match the certificate in upstream.tls.cert_file");
+  }
+  return Status::OK();
+}
+
 // Everything the two transports share lives in this template; the TLS difference is the
 // tls_init_handler, set only for WssClientConfig.
 //
@@ -63,15 +507,20 @@ class Link final : public Upstream {
   using MessagePtr = typename Client::message_ptr;
 
   Link(const Config& config, UpstreamHooks hooks, std::unique_ptr<FrameInspector> inspector,
-       PolicyOptions policy_options)
+       PolicyOptions policy_options, std::optional<ProxySettings> proxy)
       : config_(config),
         hooks_(std::move(hooks)),
         inspector_(std::move(inspector)),
         policy_(policy_options, &rng_),
         timer_(io_),
-        written_timer_(io_) {
+        written_timer_(io_),
+        proxy_(std::move(proxy)) {
     client_.clear_access_channels(websocketpp::log::alevel::all);
     client_.clear_error_channels(websocketpp::log::elevel::all);
+    // websocketpp tells why a proxy refused the tunnel only in its error log: keep the info
+    // channel, in memory, cleared on every attempt (ParseProxyRefusal reads it on failure).
+    client_.set_error_channels(websocketpp::log::elevel::info);
+    client_.get_elog().set_ostream(&elog_);
     client_.init_asio(&io_);
     InitTls();
     // Small frames must not wait for Nagle + delayed ACK (a 40 ms stall on Linux).
@@ -79,6 +528,11 @@ class Link final : public Upstream {
       asio::error_code ec;
       LowestLayer(socket).set_option(asio::ip::tcp::no_delay(true), ec);
     });
+  }
+
+  ~Link() override {
+    auth_cancel_ = true;
+    if (auth_thread_.joinable()) auth_thread_.join();
   }
 
   int Run() override {
@@ -93,6 +547,7 @@ class Link final : public Upstream {
       stopping_ = true;
       policy_.Stop(Now());
       timer_.cancel();
+      auth_cancel_ = true;  // a running auth_command is killed; its thread posts and ends
       if (!con_) return;
       auto state = con_->get_state();
       websocketpp::lib::error_code ec;
@@ -200,8 +655,47 @@ class Link final : public Upstream {
     return "other";
   }
 
+  // A new attempt: first upstream.auth_command, when set, on a helper thread (it may take up to
+  // its timeout; the I/O thread keeps serving timers meanwhile), then StartConnection.
   void Connect(ConnId id) {
     if (stopping_) return;
+    if (config_.upstream.auth_command.empty()) {
+      StartConnection(id, {});
+      return;
+    }
+    if (auth_thread_.joinable()) {
+      // Only a command of an attempt the policy already gave up on can still be running.
+      auth_cancel_ = true;
+      auth_thread_.join();
+    }
+    auth_cancel_ = false;
+    auto guard = asio::make_work_guard(io_);  // Run() must not return before the result is in
+    auth_thread_ = std::thread([this, id, guard = std::move(guard)]() mutable {
+      AuthResult r = RunAuthCommand(config_.upstream.auth_command, AuthTimeout(), auth_cancel_);
+      asio::post(io_, [this, id, r = std::move(r)]() mutable { AfterAuth(id, std::move(r)); });
+      guard.reset();
+    });
+  }
+
+  // upstream.auth_command gets 3/4 of upstream.connect_timeout_ms (10 s without one), so that
+  // its own timeout, with its stderr, is the reason rather than the policy's connect timeout.
+  std::chrono::milliseconds AuthTimeout() const {
+    int64_t ms = config_.upstream.connect_timeout_ms;
+    return std::chrono::milliseconds(ms > 0 ? std::max<int64_t>(ms * 3 / 4, 1) : 10000);
+  }
+
+  void AfterAuth(ConnId id, AuthResult r) {
+    if (stopping_ || id != policy_.conn() || policy_.state() != PolicyState::kConnecting) return;
+    if (!r.ok) {
+      Fail(id, {Failure::Kind::kAuthCommand, 0, std::nullopt, r.error});
+      return;
+    }
+    for (const auto& h : r.headers) RegisterLogSecret(h.second);
+    StartConnection(id, r.headers);
+  }
+
+  void StartConnection(ConnId id,
+                       const std::vector<std::pair<std::string, std::string>>& auth_headers) {
     websocketpp::lib::error_code ec;
     ConnectionPtr con = client_.get_connection(config_.upstream.url, ec);
     if (ec) {
@@ -215,7 +709,20 @@ class Link final : public Upstream {
                   "upstream.headers." + name + ": " + value.status().message()});
         return;
       }
+      // Rotated values must be redacted too: register what was read this time.
+      if (raw.find("${file:") != std::string::npos) RegisterLogSecret(*value);
       con->append_header(name, *value);
+    }
+    for (const auto& [name, value] : auth_headers) con->replace_header(name, value);
+    if (proxy_) {
+      // CONNECT host:port of the upstream for ws:// and wss:// alike; TLS then runs inside the
+      // tunnel, with SNI and host name verification against the upstream's host (InitTls).
+      con->set_proxy(proxy_->url, ec);
+      if (!ec && !proxy_->user.empty()) con->set_proxy_basic_auth(proxy_->user, proxy_->pass, ec);
+      if (ec) {
+        Fail(id, {Failure::Kind::kProxy, 0, std::nullopt, proxy_->display + ": " + ec.message()});
+        return;
+      }
     }
     for (const auto& p : config_.upstream.subprotocols) con->add_subprotocol(p, ec);
     con->set_max_message_size(config_.upstream.max_message_bytes);
@@ -234,6 +741,8 @@ class Link final : public Upstream {
     con_ = con;
     con_id_ = id;
     tls_error_.clear();
+    client_cert_requested_ = false;
+    elog_.str("");
     paused_ = false;
     client_.connect(con);
   }
@@ -351,8 +860,38 @@ class Link final : public Upstream {
       std::error_code tec = con_->get_transport_ec();
       f.kind = ClassifyTransportError(tec ? tec : con_->get_ec());
       f.message = tec ? tec.message() : con_->get_ec().message();
+      if (proxy_) ClassifyProxyFailure(tec ? tec : con_->get_ec(), &f);
+    }
+    if (client_cert_requested_ && f.kind != Failure::Kind::kHandshakeStatus) {
+      f.message += " (the upstream asked for a client certificate; none is configured: "
+                   "upstream.tls.cert_file / key_file)";
     }
     Fail(id, f);
+  }
+
+  // With a proxy, DNS and TCP failures are about the proxy (the only host the bridge dials),
+  // and websocketpp's proxy errors carry the proxy's HTTP status only in its error log.
+  void ClassifyProxyFailure(const std::error_code& tec, Failure* f) {
+    namespace te = websocketpp::transport::asio::error;
+    const std::string log = elog_.str();
+    int status = 0;
+    std::string reason;
+    if (tec == te::make_error_code(te::proxy_failed) && ParseProxyRefusal(log, &status, &reason)) {
+      f->kind = Failure::Kind::kProxy;
+      f->http_status = status;
+      f->message = reason + " (proxy " + proxy_->display + ")";
+      return;
+    }
+    std::string io = ProxyIoError(log);
+    if (!io.empty()) {
+      f->kind = Failure::Kind::kProxy;
+      f->message = proxy_->display + ": " + io;
+    } else if (f->kind == Failure::Kind::kDns || f->kind == Failure::Kind::kTcp ||
+               tec == te::make_error_code(te::proxy_failed) ||
+               tec == te::make_error_code(te::proxy_invalid)) {
+      f->kind = Failure::Kind::kProxy;
+      f->message = proxy_->display + ": " + f->message;
+    }
   }
 
   void Fail(ConnId id, const Failure& f) {
@@ -436,6 +975,7 @@ class Link final : public Upstream {
   SystemRandom rng_;
   ConnectionPolicy policy_;
   asio::io_context io_;
+  std::ostringstream elog_;  // websocketpp's error log of the current attempt (info level)
   Client client_;
   asio::steady_timer timer_;
   asio::steady_timer written_timer_;
@@ -452,6 +992,10 @@ class Link final : public Upstream {
   bool paused_ = false;
   int exit_code_ = 0;
   std::string tls_error_;
+  bool client_cert_requested_ = false;  // the TLS server asked for one and none is configured
+  const std::optional<ProxySettings> proxy_;
+  std::thread auth_thread_;  // runs upstream.auth_command for the current attempt
+  std::atomic<bool> auth_cancel_{false};
 };
 
 template <>
@@ -470,6 +1014,16 @@ void Link<WssClientConfig>::InitTls() {
       ctx->use_certificate_chain_file(tls.cert_file, ec);
       if (!ec) ctx->use_private_key_file(tls.key_file, asio::ssl::context::pem, ec);
       if (ec) tls_error_ = "client certificate: " + ec.message();
+    } else {
+      // Without one configured, note when the server asks for a client certificate: its
+      // refusal that follows says only "handshake failure".
+      static const int kFlagIndex = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+      SSL_CTX_set_ex_data(ctx->native_handle(), kFlagIndex, &client_cert_requested_);
+      SSL_CTX_set_client_cert_cb(ctx->native_handle(), [](SSL* ssl, X509**, EVP_PKEY**) -> int {
+        auto* flag = static_cast<bool*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), kFlagIndex));
+        if (flag) *flag = true;
+        return 0;  // no certificate
+      });
     }
     if (!tls.verify) {
       ctx->set_verify_mode(asio::ssl::verify_none);
@@ -497,6 +1051,12 @@ void Link<WssClientConfig>::InitTls() {
 }  // namespace
 
 StatusOr<std::unique_ptr<Upstream>> Upstream::Create(const Config& config, UpstreamHooks hooks) {
+  if (UrlHasUserInfo(config.upstream.url)) {
+    return Status::InvalidArgument(
+        "upstream.url: credentials in the URL (user:pass@) are not supported; send them as a "
+        "header instead, e.g. upstream.headers.Authorization = \"Basic ...\" (or "
+        "${file:/path}), or produce them with upstream.auth_command");
+  }
   websocketpp::uri uri(config.upstream.url);
   if (!uri.get_valid()) {
     return Status::InvalidArgument("upstream.url: not a valid URL: " + config.upstream.url);
@@ -511,16 +1071,29 @@ StatusOr<std::unique_ptr<Upstream>> Upstream::Create(const Config& config, Upstr
   if (!inspector.ok()) return inspector.status();
   auto policy = PolicyOptions::FromConfig(config);
   if (!policy.ok()) return policy.status();
+  if (Status st = CheckClientCertificate(config.upstream.tls); !st.ok()) return st;
+  if (!uri.get_secure() && !config.upstream.tls.cert_file.empty()) {
+    spdlog::warn("upstream.tls.cert_file is set but upstream.url is ws://: no TLS, not used");
+  }
+  auto proxy = ResolveProxy(config, uri);
+  if (!proxy.ok()) return proxy.status();
+  if (*proxy) {
+    const ProxySettings& p = **proxy;
+    RegisterLogSecret(p.pass);
+    if (!p.user.empty()) RegisterLogSecret(p.user + ":" + p.pass);
+    spdlog::info("upstream: through HTTP CONNECT proxy {} (from {}{})", p.display, p.source,
+                 p.user.empty() ? "" : ", with basic auth");
+  }
   if (uri.get_secure()) {
     if (!config.upstream.tls.verify) {
       spdlog::warn("upstream.tls.verify=false: the upstream's certificate and host name are NOT "
                    "checked");
     }
     return std::unique_ptr<Upstream>(new Link<WssClientConfig>(
-        config, std::move(hooks), std::move(inspector).value(), *policy));
+        config, std::move(hooks), std::move(inspector).value(), *policy, std::move(proxy).value()));
   }
   return std::unique_ptr<Upstream>(new Link<WsClientConfig>(
-      config, std::move(hooks), std::move(inspector).value(), *policy));
+      config, std::move(hooks), std::move(inspector).value(), *policy, std::move(proxy).value()));
 }
 
 }  // namespace wsbridge

@@ -10,3 +10,6 @@ echo "== end-to-end inbound (raw websocketpp vs bridge, one run)"
 echo
 echo "== replay (throughput from the file and the endpoint; inbound with/without a 1M replay)"
 "$BUILD/bench/wsbridge-load-replay"
+echo
+echo "== outbound (accepted/s and time to ACCEPTED, 1 and 8 producers, process and power; outbox drain)"
+"$BUILD/bench/wsbridge-load-outbound"

@@ -414,3 +414,73 @@ inline Child StartReplayBridge(const std::string& dir, const std::string& upstre
 }
 
 }  // namespace wsbridge::testing
+
+// ---- Send endpoint (outbound tests) -------------------------------------------------------------
+//
+// StartSendBridge  StartBridge, and also the send endpoint from the "zmq: send endpoint on" line
+
+namespace wsbridge::testing {
+
+// As StartBridge (same flags; a later --set=zmq.send=... overrides the OS-chosen port), and
+// waits for this run's send endpoint; it stays empty when the bridge did not come up.
+inline Child StartSendBridge(const std::string& dir, const std::string& upstream_url,
+                             const std::string& db, std::vector<std::string> flags,
+                             std::string* send_endpoint, const std::string& tag = "bridge") {
+  const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".err").size();
+  BridgeEndpoints be;
+  Child c = StartBridge(dir, upstream_url, db, std::move(flags), &be, tag);
+  send_endpoint->clear();
+  std::regex rx(R"(zmq: send endpoint on (tcp://[0-9.]+:\d+))");
+  WaitFor([&] {
+    std::string text = c.Stderr();
+    text = text.size() > before ? text.substr(before) : "";
+    std::smatch m;
+    if (std::regex_search(text, m, rx)) {
+      *send_endpoint = m[1];
+      return true;
+    }
+    return c.Exited();
+  });
+  return c;
+}
+
+}  // namespace wsbridge::testing
+
+// ---- HTTP CONNECT proxy (connectivity tests) ----------------------------------------------------
+//
+// StartConnectProxy  wsbridge-connectproxy (tests/support/connect_proxy.cc) on 127.0.0.1
+
+namespace wsbridge::testing {
+
+inline std::string ConnectProxyBin() {
+#ifdef WSB_CONNECTPROXY_BIN
+  return WSB_CONNECTPROXY_BIN;
+#else
+  return BinDir() + "/../tests/wsbridge-connectproxy";
+#endif
+}
+
+// Starts the proxy with `flags` ("--user=u", "--pass=p", "--status=403", "--log=FILE") on *port
+// (0: chosen by the OS, written back; 0 when it did not come up).
+inline Child StartConnectProxy(const std::string& dir, std::vector<std::string> flags, int* port,
+                               const std::string& tag = "connectproxy") {
+  std::vector<std::string> argv = {ConnectProxyBin(), "--port=" + std::to_string(*port)};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".out").size();
+  Child c = Child::Start(argv, dir, tag);
+  std::regex rx(R"(listening on (\d+))");
+  *port = 0;
+  WaitFor([&] {
+    std::string text = c.Stdout();
+    text = text.size() > before ? text.substr(before) : "";
+    std::smatch m;
+    if (std::regex_search(text, m, rx)) {
+      *port = std::stoi(m[1]);
+      return true;
+    }
+    return c.Exited();
+  });
+  return c;
+}
+
+}  // namespace wsbridge::testing
