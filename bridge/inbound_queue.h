@@ -44,7 +44,7 @@ class InboundQueue {
     {
       std::lock_guard<std::mutex> lock(mu_);
       wake = items_.empty();
-      bytes_ += f.payload.size() + kOverhead;
+      bytes_ += f.payload.capacity() + f.topic.size() + kOverhead;
       items_.push_back(std::move(f));
       over = bytes_ >= high_;
       if (over) paused_ = true;
@@ -77,7 +77,8 @@ class InboundQueue {
   int wake_fd() const { return fd_; }
 
  private:
-  static constexpr size_t kOverhead = 64;  // per-frame bookkeeping, so empty frames count too
+  // Per-frame cost beyond the payload: the frame itself and its topic's allocation.
+  static constexpr size_t kOverhead = sizeof(InboundFrame) + 32;
   const size_t high_;
   const size_t low_;
   const int fd_;

@@ -171,6 +171,9 @@ std::vector<MetricFamily> StatsCollectable::Collect() const {
             Load(s.send_requests));
   f.Counter("wsbridge_send_accepted_total", "SendRequests accepted (committed to the outbox)",
             Load(s.send_accepted));
+  f.Counter("wsbridge_send_replies_lost_total",
+            "SendReplies ZeroMQ could not deliver (producer gone or not reading)",
+            Load(s.send_replies_lost));
   MetricFamily& rejections = f.Add("wsbridge_send_rejections_total",
                                    "SendRequests not accepted, by reason", MetricType::Counter);
   for (size_t i = 0; i < s.rejections.size(); ++i) {

@@ -12,6 +12,7 @@ namespace wsbridge {
 namespace {
 
 constexpr size_t kMaxIdBytes = 256;
+constexpr int kReplyQueue = 100000;  // replies queued per producer at most
 
 }  // namespace
 
@@ -21,6 +22,10 @@ Outbound::Outbound(OutboundOptions options, zmq::context_t* ctx, Stats* stats)
 Status Outbound::Bind() {
   try {
     router_.set(zmq::sockopt::linger, 1000);  // let the last replies out on shutdown
+    // A reply must never vanish without a trace: room for deep producer pipelines, and a
+    // failed send (peer gone, or its queue full) is an error ZeroMQ reports, counted below.
+    router_.set(zmq::sockopt::sndhwm, kReplyQueue);
+    router_.set(zmq::sockopt::router_mandatory, 1);
     router_.bind(options_.endpoint);
     bound_endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
@@ -52,8 +57,20 @@ void Outbound::Reply(std::vector<zmq::message_t>& envelope, const std::string& i
   reply.set_outbox_seq(outbox_seq);
   reply.set_error(error);
   std::string bytes = reply.SerializeAsString();
-  for (auto& frame : envelope) (void)router_.send(frame, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  (void)router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+  try {
+    bool sent = true;
+    for (auto& frame : envelope) {
+      sent = sent && router_.send(frame, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    }
+    sent = sent && router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    if (!sent) throw zmq::error_t();
+  } catch (const zmq::error_t& e) {
+    // The producer went away or stopped reading: the message's fate is in the outbox either
+    // way, and a retry with the same id learns it (DUPLICATE). Counted and logged, not silent.
+    stats_->send_replies_lost.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("send: reply for {} not delivered ({}): the producer is gone or not reading",
+                 id, v1::Status_Name(static_cast<v1::Status>(status)));
+  }
   switch (status) {
     case v1::ACCEPTED:
       stats_->send_accepted.fetch_add(1, std::memory_order_relaxed);

@@ -71,6 +71,7 @@ struct Stats {
   // Outbound (writer thread and I/O thread).
   Counter send_requests{0};     // SendRequests received on zmq.send
   Counter send_accepted{0};
+  Counter send_replies_lost{0};  // replies ZeroMQ could not hand to a producer
   Counter messages_out{0};      // outbox messages written to the upstream socket
   Counter acks{0};              // upstream acks matched
   Gauge outbox_depth{0};

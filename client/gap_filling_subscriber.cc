@@ -289,6 +289,7 @@ void GapFillingSubscriber::OnProbe(const v1::ReplayReply& reply) {
   last_activity_ = Clock::now();
   if (!reply.error().empty()) {
     Warn("replay endpoint refused a probe (" + reply.error() + ")");
+    Drain();  // live messages held during the probe must not wait for the next one
     return;  // the next idle check tries again
   }
   if (reply.envelopes_size() > 0) {
@@ -303,6 +304,7 @@ void GapFillingSubscriber::OnProbe(const v1::ReplayReply& reply) {
     return;
   }
   if (expected_ != 0 && reply.last_seq() >= expected_) StartFill(0);  // there is something new
+  else Drain();  // nothing new: release the live messages held during the probe
 }
 
 void GapFillingSubscriber::OnTimers(Clock::time_point now) {
@@ -319,6 +321,7 @@ void GapFillingSubscriber::OnTimers(Clock::time_point now) {
     NewDealer();
     if (probe) {
       last_activity_ = now;                  // the next idle check probes again
+      Drain();                               // and release what arrived meanwhile
     } else if (to != 0 && expected_ > to) {  // the part already received covered it
       last_activity_ = now;
       Drain();
