@@ -112,7 +112,7 @@ IntakeResult Intake(const std::string& durability, int producers, int total, int
   Child bridge = StartSendBridge(dir.path(), DeadUrl(), dir.File("b.db"),
                                  {"--set=storage.durability=" + durability,
                                   "--set=storage.outbox_max_messages=100000000",
-                                  "--set=log.level=warn", "--set=reconnect.base_delay_ms=1000",
+                                  "--set=log.level=info", "--set=reconnect.base_delay_ms=1000",
                                   "--set=reconnect.max_delay_ms=5000"},
                                  &ep, "bridge");
   IntakeResult r;
@@ -159,7 +159,7 @@ double Drain(int n, bool acks, int window) {
   int port = FreePort();
   std::string ep;
   std::vector<std::string> flags = {"--set=storage.outbox_max_messages=100000000",
-                                    "--set=log.level=warn"};
+                                    "--set=log.level=info"};
   if (acks) flags.push_back("--set=protocol.ack_match=type=ack");
   Child bridge = StartSendBridge(dir.path(), "ws://127.0.0.1:" + std::to_string(port) + "/feed",
                                  db, flags, &ep);
