@@ -35,38 +35,6 @@ constexpr int kCount = 6000;            // messages the upstream produces
 constexpr int kPayloadBytes = 8 << 10;  // per message: 32 MiB of queue (the reader's pause
                                         // point) is ~4000 messages, more than the disk holds
 
-// A tmpfs mounted for the test's lifetime (unmounted even when an assertion fails).
-class TmpfsMount {
- public:
-  explicit TmpfsMount(std::string dir) : dir_(std::move(dir)) {}
-  ~TmpfsMount() {
-    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
-  }
-  // Returns "" on success, else why it could not mount.
-  std::string Mount(const std::string& size) {
-    ::mkdir(dir_.c_str(), 0700);
-    std::string opts = "size=" + size + ",mode=0700";
-    if (::mount("tmpfs", dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
-      return std::string("mount -t tmpfs: ") + std::strerror(errno);
-    }
-    mounted_ = true;
-    return "";
-  }
-  bool Resize(const std::string& size) {
-    std::string opts = "size=" + size + ",mode=0700";
-    return ::mount("tmpfs", dir_.c_str(), "tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV,
-                   opts.c_str()) == 0;
-  }
-  uint64_t FreeBytes() const {
-    struct statvfs st;
-    return ::statvfs(dir_.c_str(), &st) == 0 ? uint64_t{st.f_bavail} * st.f_frsize : 0;
-  }
-
- private:
-  std::string dir_;
-  bool mounted_ = false;
-};
-
 // One HTTP/1.0 GET on 127.0.0.1:port; returns "<status> <body>" or "" when unreachable.
 std::string HttpGet(int port, const std::string& path) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -14,6 +14,9 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <cstring>
+#include <sys/statvfs.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -482,5 +485,39 @@ inline Child StartConnectProxy(const std::string& dir, std::vector<std::string> 
   });
   return c;
 }
+
+// ---- tmpfs for real disk-full tests (needs root; used by diskfull_test, outbound_test) ------
+// A tmpfs mounted for the test's lifetime (unmounted even when an assertion fails).
+class TmpfsMount {
+ public:
+  explicit TmpfsMount(std::string dir) : dir_(std::move(dir)) {}
+  ~TmpfsMount() {
+    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+  }
+  // Returns "" on success, else why it could not mount.
+  std::string Mount(const std::string& size) {
+    ::mkdir(dir_.c_str(), 0700);
+    std::string opts = "size=" + size + ",mode=0700";
+    if (::mount("tmpfs", dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
+      return std::string("mount -t tmpfs: ") + std::strerror(errno);
+    }
+    mounted_ = true;
+    return "";
+  }
+  bool Resize(const std::string& size) {
+    std::string opts = "size=" + size + ",mode=0700";
+    return ::mount("tmpfs", dir_.c_str(), "tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV,
+                   opts.c_str()) == 0;
+  }
+  uint64_t FreeBytes() const {
+    struct statvfs st;
+    return ::statvfs(dir_.c_str(), &st) == 0 ? uint64_t{st.f_bavail} * st.f_frsize : 0;
+  }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+
 
 }  // namespace wsbridge::testing

@@ -454,33 +454,6 @@ TEST(Outbound, InvalidRequestsAreAnsweredAndEndpointKeepsServing) {
 
 // ------------------------------------------------------------------------------------------------
 
-// A tmpfs mounted for the test's lifetime (as in diskfull_test.cc).
-class TmpfsMount {
- public:
-  explicit TmpfsMount(std::string dir) : dir_(std::move(dir)) {}
-  ~TmpfsMount() {
-    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
-  }
-  std::string Mount(const std::string& size) {
-    ::mkdir(dir_.c_str(), 0700);
-    std::string opts = "size=" + size + ",mode=0700";
-    if (::mount("tmpfs", dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
-      return std::string("mount -t tmpfs: ") + std::strerror(errno);
-    }
-    mounted_ = true;
-    return "";
-  }
-  bool Resize(const std::string& size) {
-    std::string opts = "size=" + size + ",mode=0700";
-    return ::mount("tmpfs", dir_.c_str(), "tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV,
-                   opts.c_str()) == 0;
-  }
-
- private:
-  std::string dir_;
-  bool mounted_ = false;
-};
-
 TEST(Outbound, StorageFailureOnFullDisk) {
   TempDir dir;
   TmpfsMount tmpfs(dir.File("mnt"));
