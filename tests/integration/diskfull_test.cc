@@ -32,8 +32,8 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr int kCount = 6000;            // messages the upstream produces
-constexpr int kPayloadBytes = 8 << 10;  // per message: 32 MiB of queue (the reader's pause
-                                        // point) is ~4000 messages, more than the disk holds
+constexpr int kPayloadBytes = 8 << 10;  // per message: the inbound queue's bound (the reader's
+                                        // pause point, a few MiB) is reached long before kCount
 
 // One HTTP/1.0 GET on 127.0.0.1:port; returns "<status> <body>" or "" when unreachable.
 std::string HttpGet(int port, const std::string& path) {
