@@ -31,11 +31,12 @@ int64_t WallNs() {
 // `latencies`, the upstream produces at `rate` and each message's send->receipt time is kept.
 double RawRate(const std::string& dir, int n, int bytes, const std::string& rate = "0",
                std::vector<int64_t>* latencies = nullptr) {
+  static int run = 0;  // each run's logs get their own name: the port is read from them
   int port = 0;
   Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=" + rate,
                                  "--history=" + std::to_string(n),
                                  "--payload-bytes=" + std::to_string(bytes)},
-                           &port, "raw-upstream");
+                           &port, "raw" + std::to_string(++run) + "-upstream");
   using Client = websocketpp::client<wsbridge::WsClientConfig>;
   Client c;
   c.clear_access_channels(websocketpp::log::alevel::all);
@@ -67,6 +68,7 @@ double RawRate(const std::string& dir, int n, int bytes, const std::string& rate
   c.connect(con);
   c.run();
   up.Kill(SIGTERM);
+  if (got != n) std::fprintf(stderr, "raw run incomplete: %d of %d messages\n", got, n);
   return got == n ? (n - 1) / Seconds(last - first) : 0;
 }
 
@@ -147,7 +149,13 @@ int main(int argc, char** argv) {
   std::printf("inbound throughput (messages/s), same machine, same run\n");
   std::printf("%-8s %12s %12s %8s %12s %8s\n", "size", "raw ws", "bridge", "ratio",
               "bridge/power", "ratio");
-  bool latency_only = argc > 2 && std::string(argv[2]) == "latency";
+  const std::string mode = argc > 2 ? argv[2] : "";  // "latency" or "bridge": one part only
+  if (mode == "bridge") {  // the 100 B bridge run alone, e.g. to profile it
+    std::printf("bridge, 100 B, process: %.0f/s\n",
+                BridgeRate(dir.path(), 200000 * scale, 100, "0", "process", false).rate);
+    return 0;
+  }
+  const bool latency_only = mode == "latency";
   for (int bytes : {100, 4096}) {
     if (latency_only) break;
     int n = (bytes == 100 ? 200000 : 50000) * scale;
@@ -160,6 +168,7 @@ int main(int argc, char** argv) {
   }
   std::vector<int64_t> raw_lat;
   RawRate(dir.path(), 50000 * scale, 100, "10000", &raw_lat);
+  if (getenv("DUMP")) { for (size_t i = 0; i < raw_lat.size(); ++i) if (raw_lat[i] > 1000000) std::printf("%zu %lld\n", i, (long long)raw_lat[i]/1000); }
   std::printf("latency upstream send -> raw websocketpp client at 10000 msg/s, 100 B: "
               "p50 %.0f us, p99 %.0f us\n",
               Percentile(raw_lat, 0.5), Percentile(raw_lat, 0.99));

@@ -109,9 +109,10 @@ void Outbound::ReadRequests(Batch* batch, int64_t now_unix_ns) {
     zmq::message_t body = std::move(frames.back());
     frames.pop_back();  // the rest is the reply envelope (routing id, REQ's empty delimiter)
     std::string error;
+    bool parsed = false;
     if (frames.size() > 2) {
       error = "expected one frame [SendRequest], got " + std::to_string(frames.size()) + " frames";
-    } else if (!req.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+    } else if (!(parsed = req.ParseFromArray(body.data(), static_cast<int>(body.size())))) {
       error = "not a SendRequest (protobuf parse failed, " + std::to_string(body.size()) + " bytes)";
     } else if (req.payload().empty()) {
       error = "payload is empty";
@@ -134,10 +135,13 @@ void Outbound::ReadRequests(Batch* batch, int64_t now_unix_ns) {
     }
     if (!error.empty()) {
       spdlog::warn("send: rejected a request: {}", error);
+      // A request that did not parse may hold a partly read id (protobuf stores the field
+      // before it refuses, e.g., invalid UTF-8): echoing it would make the reply unparseable.
+      const std::string reply_id = parsed ? req.id() : std::string();
       if (pending_.empty()) {
-        Reply(frames, req.id(), v1::REJECTED_INVALID, 0, error);
+        Reply(frames, reply_id, v1::REJECTED_INVALID, 0, error);
       } else {
-        pending_.push_back(PendingReply{std::move(frames), req.id(), false, error});
+        pending_.push_back(PendingReply{std::move(frames), reply_id, false, error});
       }
       req.Clear();
       continue;

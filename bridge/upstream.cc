@@ -49,12 +49,6 @@ std::string ReplaceLastSeq(std::string text, uint64_t last_seq) {
   return text;
 }
 
-asio::ip::tcp::socket& LowestLayer(asio::ip::tcp::socket& s) { return s; }
-template <typename Stream>
-auto& LowestLayer(Stream& s) {
-  return s.lowest_layer();
-}
-
 // Classifies a failed attempt's transport error for the policy (DNS, TCP, TLS, timeout).
 Failure::Kind ClassifyTransportError(const std::error_code& ec) {
   if (ec.category() == asio::error::get_ssl_category()) return Failure::Kind::kTls;
@@ -523,10 +517,16 @@ class Link final : public Upstream {
     client_.get_elog().set_ostream(&elog_);
     client_.init_asio(&io_);
     InitTls();
-    // Small frames must not wait for Nagle + delayed ACK (a 40 ms stall on Linux).
-    client_.set_socket_init_handler([](websocketpp::connection_hdl, auto& socket) {
+    // Small frames must not wait for Nagle + delayed ACK (a 40 ms stall on Linux). Set once
+    // the socket is connected: websocketpp's socket_init handler runs before the socket is
+    // opened, where the option fails silently.
+    client_.set_tcp_pre_init_handler([this](websocketpp::connection_hdl h) {
+      websocketpp::lib::error_code wec;
+      auto con = client_.get_con_from_hdl(h, wec);
+      if (wec) return;
       asio::error_code ec;
-      LowestLayer(socket).set_option(asio::ip::tcp::no_delay(true), ec);
+      con->get_raw_socket().set_option(asio::ip::tcp::no_delay(true), ec);
+      if (ec) spdlog::debug("upstream: TCP_NODELAY not set: {}", ec.message());
     });
   }
 

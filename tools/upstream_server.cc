@@ -218,19 +218,14 @@ class ServerImpl final : public Server {
     server_.set_fail_handler([this](connection_hdl h) { OnFail(h); });
     server_.set_message_handler(
         [this](connection_hdl h, MessagePtr m) { OnMessage(h, std::move(m)); });
-    if constexpr (kTls) {
-      server_.set_tls_init_handler([this](connection_hdl) { return tls_; });
-      server_.set_socket_init_handler(
-          [](connection_hdl, asio::ssl::stream<asio::ip::tcp::socket>& s) {
-            asio::error_code ec;
-            s.lowest_layer().set_option(asio::ip::tcp::no_delay(true), ec);
-          });
-    } else {
-      server_.set_socket_init_handler([](connection_hdl, asio::ip::tcp::socket& s) {
-        asio::error_code ec;
-        s.set_option(asio::ip::tcp::no_delay(true), ec);
-      });
-    }
+    if constexpr (kTls) server_.set_tls_init_handler([this](connection_hdl) { return tls_; });
+    // Small frames must not wait for Nagle + delayed ACK (a 40 ms stall on Linux). Set once
+    // the socket is accepted: websocketpp's socket_init handler runs before it is opened.
+    server_.set_tcp_pre_init_handler([this](connection_hdl h) {
+      std::error_code ec;
+      auto con = server_.get_con_from_hdl(h, ec);
+      if (!ec) con->get_raw_socket().set_option(asio::ip::tcp::no_delay(true), ec);
+    });
   }
 
   Status Run() override {
