@@ -8,6 +8,8 @@
 //           outbox is empty (read-only Store on the live file), with acks and without.
 //
 // Usage: wsbridge-load-outbound [--messages N] [--power-messages N] [--drain N] [--window W]
+//                               [--producers P] [--durability process|power]
+// (--producers / --durability run that intake row alone, e.g. to profile it; no drain then)
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -195,7 +197,8 @@ double Drain(int n, bool acks, int window) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int messages = 200000, power_messages = 50000, drain = 100000, window = 64;
+  int messages = 200000, power_messages = 50000, drain = 100000, window = 64, only_producers = 0;
+  std::string only_durability;
   for (int i = 1; i < argc; ++i) {
     auto arg = [&](const char* name, int* v) {
       if (std::strcmp(argv[i], name) == 0 && i + 1 < argc) {
@@ -205,11 +208,16 @@ int main(int argc, char** argv) {
       return false;
     };
     if (arg("--messages", &messages) || arg("--power-messages", &power_messages) ||
-        arg("--drain", &drain) || arg("--window", &window)) {
+        arg("--drain", &drain) || arg("--window", &window) ||
+        arg("--producers", &only_producers)) {
       continue;
     }
-    std::fprintf(stderr, "usage: %s [--messages N] [--power-messages N] [--drain N] [--window W]\n",
-                 argv[0]);
+    if (std::strcmp(argv[i], "--durability") == 0 && i + 1 < argc) {
+      only_durability = argv[++i];
+      continue;
+    }
+    std::fprintf(stderr, "usage: %s [--messages N] [--power-messages N] [--drain N] [--window W] "
+                 "[--producers P] [--durability process|power]\n", argv[0]);
     return 2;
   }
   std::printf("outbound intake: DEALER producers, %d requests in flight each, ~100 B payloads, "
@@ -217,8 +225,12 @@ int main(int argc, char** argv) {
   std::printf("%-10s %9s %9s %12s %10s %10s %10s\n", "durability", "producers", "messages",
               "accepted/s", "p50 us", "p99 us", "max us");
   bool ok = true;
+  const bool one_row = only_producers != 0 || !only_durability.empty();
   for (std::string d : {"process", "power"}) {
-    for (int p : {1, 8}) {
+    if (!only_durability.empty() && d != only_durability) continue;
+    const std::vector<int> counts =
+        only_producers != 0 ? std::vector<int>{only_producers} : std::vector<int>{1, 8};
+    for (int p : counts) {
       int n = d == "process" ? messages : power_messages;
       IntakeResult r = Intake(d, p, n, window);
       ok = ok && r.ok && r.other == 0;
@@ -229,6 +241,7 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("targets (process, 8 producers): >= 150000 accepted/s, p99 <= 2000 us\n");
+  if (one_row) return ok ? 0 : 1;
   std::printf("outbox drain to a local wsbridge-upstream (%d messages accepted while it was "
               "down; timed from its start to an empty outbox)\n", drain);
   for (bool acks : {true, false}) {

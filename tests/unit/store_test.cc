@@ -657,6 +657,10 @@ TEST(StoreOutboxTest, FullAtTheLimitUntilDeliveryMakesRoom) {
 
   ASSERT_OK(store->Commit(Outbound({"c"}), &r));
   EXPECT_EQ(r.outbound[0].kind, Kind::kFull);
+  // A retry of an accepted id is DUPLICATE even when the outbox is full.
+  ASSERT_OK(store->Commit(Outbound({"b"}), &r));
+  EXPECT_EQ(r.outbound[0].kind, Kind::kDuplicate);
+  EXPECT_EQ(r.outbound[0].outbox_seq, 2u);
 
   // A rejected id was not recorded; what a batch delivers makes room in the same batch.
   Batch b = Outbound({"c", "d"});
@@ -699,6 +703,36 @@ TEST(StoreOutboxTest, DeliveredUpToAndAckedIdsDelete) {
   ASSERT_OK_AND_ASSIGN(stats, store->Outbox());
   EXPECT_EQ(stats.depth, 0u);
   EXPECT_EQ(stats.oldest_accepted_unix_ns, 0);
+}
+
+TEST(StoreOutboxTest, FileOfAnEarlierBuildLosesItsUnusedIndexAndKeepsWorking) {
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  {
+    ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+    BatchResult r;
+    ASSERT_OK(store->Commit(Outbound({"m1", "m2"}), &r));
+  }
+  RawSql(path, "CREATE INDEX outbox_by_id ON outbox(id)");  // as earlier builds created it
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+  Batch b;
+  b.acked_ids = {"m1"};
+  BatchResult r;
+  ASSERT_OK(store->Commit(b, &r));
+  std::vector<OutboxRow> rows;
+  ASSERT_OK(store->ReadOutbox(0, 100, &rows));
+  EXPECT_EQ(Seqs(rows), (std::vector<uint64_t>{2}));
+  store.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'outbox_by_id'",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
 }
 
 // ---------------------------------------------------------------------------------------------
