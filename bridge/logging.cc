@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <deque>
 
 namespace wsbridge {
 namespace {
@@ -21,9 +22,13 @@ constexpr const char* kRedacted = "<redacted>";
 
 // The registered secrets, longest first (so that a secret containing another is replaced
 // whole). Replaced, never mutated: a reader keeps its snapshot while a writer swaps in a new one.
+// g_config_secrets and g_rotating_secrets (oldest first) are what the snapshot is built from,
+// under g_secrets_mu.
 std::mutex g_secrets_mu;
 std::shared_ptr<const std::vector<std::string>> g_secrets =
     std::make_shared<const std::vector<std::string>>();
+std::vector<std::string> g_config_secrets;
+std::deque<std::string> g_rotating_secrets;
 
 std::shared_ptr<const std::vector<std::string>> Secrets() {
   std::lock_guard<std::mutex> lock(g_secrets_mu);
@@ -156,14 +161,20 @@ std::string RepeatSuffix(uint64_t held, RepeatLimitSink::Clock::duration span) {
 
 }  // namespace
 
-void RegisterLogSecret(const std::string& value) {
+void RegisterLogSecret(const std::string& value, SecretKind kind) {
   if (value.size() < kMinSecretBytes) return;
   std::lock_guard<std::mutex> lock(g_secrets_mu);
   for (const auto& s : *g_secrets) {
     if (s == value) return;
   }
-  auto next = std::make_shared<std::vector<std::string>>(*g_secrets);
-  next->push_back(value);
+  if (kind == SecretKind::kConfig) {
+    g_config_secrets.push_back(value);
+  } else {
+    g_rotating_secrets.push_back(value);
+    if (g_rotating_secrets.size() > kMaxRotatingSecrets) g_rotating_secrets.pop_front();
+  }
+  auto next = std::make_shared<std::vector<std::string>>(g_config_secrets);
+  next->insert(next->end(), g_rotating_secrets.begin(), g_rotating_secrets.end());
   std::stable_sort(next->begin(), next->end(),
                    [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   g_secrets = std::move(next);
@@ -360,7 +371,7 @@ void RepeatLimitSink::Sweep(Clock::time_point now, bool all) {
 }
 
 void SetupLogging(const Config& config) {
-  for (const std::string& s : SecretsOf(config)) RegisterLogSecret(s);
+  for (const std::string& s : SecretsOf(config)) RegisterLogSecret(s, SecretKind::kConfig);
   auto out = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   out->set_formatter(std::make_unique<LogFormatter>(
       config.log.format == "json" ? LogFormatter::Format::kJson : LogFormatter::Format::kText));

@@ -30,10 +30,15 @@
 
 namespace wsbridge {
 
-// Adds `value` to the strings that are replaced by <redacted> in every log line from now on
-// (e.g. a header value read from ${file:...} at connect time). Values shorter than 4 bytes are
-// ignored: redacting them would mangle ordinary words.
-void RegisterLogSecret(const std::string& value);
+// Adds `value` to the strings that are replaced by <redacted> in every log line from now on.
+// Values shorter than 4 bytes are ignored: redacting them would mangle ordinary words.
+// kConfig secrets (from the configuration at start-up) are kept for good; kRotating ones (a
+// header value read from ${file:...} or produced by auth_command at each attempt) are kept for
+// the newest kMaxRotatingSecrets, so that a credential rotated every attempt does not grow the
+// list (and the cost of every log line) without bound.
+enum class SecretKind { kConfig, kRotating };
+constexpr size_t kMaxRotatingSecrets = 64;
+void RegisterLogSecret(const std::string& value, SecretKind kind = SecretKind::kRotating);
 
 // The secrets of a configuration: every upstream header value (after ${file:} expansion where
 // the file is readable now) and its long words, and the user:pass of upstream.url and

@@ -121,7 +121,13 @@ struct Stats {
   mutable std::mutex reason_mu;
   std::string upstream_state = "idle";
   std::string upstream_reason = "not connected yet";
-  std::map<std::string, uint64_t> reconnect_reasons;
+  // Every reason the upstream link counts, from 0: each series exists before its first event
+  // (a rate() over a series that appears only at its first increment misses that increment).
+  std::map<std::string, uint64_t> reconnect_reasons = {
+      {"auth_command", 0}, {"closed", 0},           {"connect_timeout", 0},
+      {"dns", 0},          {"handshake_status", 0}, {"heartbeat_timeout", 0},
+      {"message_too_big", 0}, {"other", 0},         {"proxy", 0},
+      {"tcp", 0},          {"timeout", 0},          {"tls", 0}};
   std::string storage_reason;
 };
 

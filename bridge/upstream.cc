@@ -1079,8 +1079,8 @@ StatusOr<std::unique_ptr<Upstream>> Upstream::Create(const Config& config, Upstr
   if (!proxy.ok()) return proxy.status();
   if (*proxy) {
     const ProxySettings& p = **proxy;
-    RegisterLogSecret(p.pass);
-    if (!p.user.empty()) RegisterLogSecret(p.user + ":" + p.pass);
+    RegisterLogSecret(p.pass, SecretKind::kConfig);
+    if (!p.user.empty()) RegisterLogSecret(p.user + ":" + p.pass, SecretKind::kConfig);
     spdlog::info("upstream: through HTTP CONNECT proxy {} (from {}{})", p.display, p.source,
                  p.user.empty() ? "" : ", with basic auth");
   }

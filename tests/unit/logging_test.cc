@@ -98,7 +98,7 @@ TEST(Redaction, RegisteredSecretsAndTheirWords) {
   c.upstream.headers["Authorization"] = "Bearer abcdefgh12345678";
   c.upstream.headers["X-Short"] = "no";
   c.upstream.proxy = "http://proxyuser:proxypass@p:3128";
-  for (const auto& s : SecretsOf(c)) RegisterLogSecret(s);
+  for (const auto& s : SecretsOf(c)) RegisterLogSecret(s, SecretKind::kConfig);
   EXPECT_EQ(RedactForLog("sent Bearer abcdefgh12345678!"), "sent <redacted>!");
   EXPECT_EQ(RedactForLog("token abcdefgh12345678 alone"), "token <redacted> alone");
   EXPECT_EQ(RedactForLog("pass proxypass here"), "pass <redacted> here");
@@ -106,6 +106,19 @@ TEST(Redaction, RegisteredSecretsAndTheirWords) {
   // And the formatter applies it to every line.
   std::string line = Format(LogFormatter::Format::kJson, "header Bearer abcdefgh12345678");
   EXPECT_EQ(line.find("abcdefgh12345678"), std::string::npos) << line;
+}
+
+TEST(Redaction, RotatingSecretsAreBoundedAndConfigSecretsStay) {
+  RegisterLogSecret("config-secret-0001", SecretKind::kConfig);
+  const int n = static_cast<int>(kMaxRotatingSecrets) + 100;
+  for (int i = 0; i < n; ++i) RegisterLogSecret("rotating-token-" + std::to_string(i));
+  const std::string newest = "rotating-token-" + std::to_string(n - 1);
+  const std::string oldest_kept = "rotating-token-" + std::to_string(n - kMaxRotatingSecrets);
+  EXPECT_EQ(RedactForLog("a " + newest + " b"), "a <redacted> b");
+  EXPECT_EQ(RedactForLog("a " + oldest_kept + " b"), "a <redacted> b");
+  // Rotated out long ago: no longer sent anywhere, no longer on the list.
+  EXPECT_EQ(RedactForLog("a rotating-token-0 b"), "a rotating-token-0 b");
+  EXPECT_EQ(RedactForLog("a config-secret-0001 b"), "a <redacted> b");
 }
 
 class RepeatLimit : public ::testing::Test {

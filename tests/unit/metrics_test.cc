@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <map>
 #include <regex>
 
 #include "bridge/http_server.h"
@@ -87,10 +88,15 @@ TEST(StatsCollectable, ValuesComeFromStatsAtCollectTime) {
   for (const auto& m : states->metric) {
     EXPECT_EQ(m.gauge.value, m.label[0].value == "open" ? 1 : 0) << m.label[0].value;
   }
+  // Every known reason has a series from the start; only the counted ones are above 0.
   const auto* reconnects = Find(fams, "wsbridge_reconnects_total");
-  ASSERT_EQ(reconnects->metric.size(), 2u);
-  EXPECT_EQ(reconnects->metric[0].label[0].value, "heartbeat_timeout");
-  EXPECT_EQ(reconnects->metric[0].counter.value, 2);
+  ASSERT_EQ(reconnects->metric.size(), 12u);
+  std::map<std::string, double> by_reason;
+  for (const auto& m : reconnects->metric) by_reason[m.label[0].value] = m.counter.value;
+  EXPECT_EQ(by_reason.at("heartbeat_timeout"), 2);
+  EXPECT_EQ(by_reason.at("tcp"), 1);
+  EXPECT_EQ(by_reason.at("dns"), 0);
+  EXPECT_EQ(by_reason.at("message_too_big"), 0);
 
   const auto* rejections = Find(fams, "wsbridge_send_rejections_total");
   ASSERT_EQ(rejections->metric.size(), 4u);
