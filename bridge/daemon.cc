@@ -67,9 +67,22 @@ class StopGuard {
 class DaemonImpl final : public Daemon {
  public:
   explicit DaemonImpl(const Config& config)
-      : config_(config), queue_(kQueueHighWater, kQueueLowWater) {}
+      : config_(config),
+        queue_(kQueueHighWater, kQueueLowWater),
+        link_events_([this] { queue_.Wake(); }) {}
 
   Status Init() {
+    // First what the configuration alone decides (URL, TLS files, proxy, field paths): a
+    // mistake there is reported before any file is opened or port bound.
+    UpstreamHooks hooks;
+    hooks.queue = &queue_;
+    hooks.stats = &stats_;
+    hooks.resume_seq = [this] { return writer_->committed_upstream_seq(); };  // once running
+    hooks.events = &link_events_;
+    auto up = Upstream::Create(config_, std::move(hooks));
+    if (!up.ok()) return up.status();
+    upstream_ = std::move(up).value();
+
     StoreOptions so;
     so.path = config_.storage.path;
     so.durability =
@@ -90,7 +103,8 @@ class DaemonImpl final : public Daemon {
     wo.outbound.endpoint = config_.zmq.send;
     wo.outbound.acks = !config_.protocol.ack_match.empty();
     wo.outbound.ack_id_pointer = DottedToPointer(config_.protocol.ack_id_field);
-    writer_ = std::make_unique<Writer>(wo, std::move(store).value(), &zmq_, &queue_, &stats_);
+    writer_ = std::make_unique<Writer>(wo, std::move(store).value(), &zmq_, &queue_,
+                                       &link_events_, &stats_);
     if (Status s = writer_->Bind(); !s.ok()) return s;
     spdlog::info("zmq: publishing on {}", writer_->pub_endpoint());
     spdlog::info("zmq: send endpoint on {}", writer_->send_endpoint());
@@ -109,14 +123,6 @@ class DaemonImpl final : public Daemon {
       http_ = std::move(http).value();
     }
 
-    UpstreamHooks hooks;
-    hooks.queue = &queue_;
-    hooks.stats = &stats_;
-    hooks.resume_seq = [w = writer_.get()] { return w->committed_upstream_seq(); };
-    hooks.events = writer_->link_events();
-    auto up = Upstream::Create(config_, std::move(hooks));
-    if (!up.ok()) return up.status();
-    upstream_ = std::move(up).value();
     writer_->set_resume_reader([u = upstream_.get()] { u->ResumeReading(); });
     writer_->set_deliver([u = upstream_.get()](uint64_t conn, std::vector<OutboxRow> rows) {
       u->Deliver(conn, std::move(rows));
@@ -172,6 +178,7 @@ class DaemonImpl final : public Daemon {
   Stats stats_;
   zmq::context_t zmq_{1};
   InboundQueue queue_;
+  LinkEvents link_events_;  // the upstream reports here, the writer takes; wakes queue_
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<ReplayEndpoint> replay_;
   std::unique_ptr<Upstream> upstream_;

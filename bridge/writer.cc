@@ -25,14 +25,14 @@ int64_t WallNowNs() {
 }
 
 Writer::Writer(WriterOptions options, std::unique_ptr<Store> store, zmq::context_t* ctx,
-               InboundQueue* queue, Stats* stats)
+               InboundQueue* queue, LinkEvents* events, Stats* stats)
     : options_(std::move(options)),
       store_(std::move(store)),
       pub_(*ctx, zmq::socket_type::xpub),
       queue_(queue),
       stats_(stats),
       outbound_(options_.outbound, ctx, stats),
-      link_events_([queue] { queue->Wake(); }) {
+      link_events_(events) {
   UpdateOutboxGauges();
   Cursor c = store_->cursor();
   epoch_ = c.epoch;
@@ -169,7 +169,7 @@ void Writer::Run() {
   for (;;) {
     MaybeTrim();
     DrainSubscriptions();
-    link_events_.TakeAll(&events_);
+    link_events_->TakeAll(&events_);
     outbound_.HandleEvents(events_, &batch_);
     const bool stopping = stop_.load();
     // Producers' requests join the batch: one commit answers all of them (group commit).

@@ -9,7 +9,8 @@
 // max_batch_messages at high rates; latency is bounded by one commit.
 //
 // It also owns the send endpoint (Outbound): SendRequests join the same batches, and their
-// replies go out after the commit.
+// replies go out after the commit. The I/O thread's link events (opens, closes, written rows,
+// acks) arrive through a LinkEvents its owner passes in, whose wake-up is the queue's.
 //
 // When a commit fails (disk full, I/O error) nothing is published; the batch is kept and
 // retried, the queue stops being drained, and the I/O thread stops reading from the upstream
@@ -50,8 +51,9 @@ int64_t WallNowNs();
 
 class Writer {
  public:
+  // `events` must outlive the writer and wake `queue` when an event arrives.
   Writer(WriterOptions options, std::unique_ptr<Store> store, zmq::context_t* ctx,
-         InboundQueue* queue, Stats* stats);
+         InboundQueue* queue, LinkEvents* events, Stats* stats);
   ~Writer();
 
   // Binds the PUB socket. Returns the error naming the endpoint when it cannot.
@@ -65,8 +67,6 @@ class Writer {
   void set_resume_reader(std::function<void()> fn) { resume_reader_ = std::move(fn); }
   // Called by the writer thread to hand outbox rows to the upstream (it must not block).
   void set_deliver(Outbound::DeliverFn fn) { deliver_ = std::move(fn); }
-  // Where the I/O thread reports opens, closes, written rows and acks. Any thread.
-  LinkEvents* link_events() { return &link_events_; }
 
   // Thread body. Returns after Stop(), once everything queued before it is committed and
   // published (or storage has failed for good).
@@ -105,7 +105,7 @@ class Writer {
   uint64_t accepted_upstream_seq_ = 0;  // highest upstream seq in the journal or current batch
   int64_t last_trim_ns_ = 0;
   Outbound outbound_;
-  LinkEvents link_events_;
+  LinkEvents* const link_events_;
   Outbound::DeliverFn deliver_;
   std::vector<LinkEvent> events_;
 };
