@@ -380,7 +380,10 @@ void FaultVfs::PowerCutLocked() {
     ::fsync(fd);
     ::close(fd);
     state->undo.clear();
-    state->counters.writes = state->counters.durable;
+    // The counters stay as they are: `writes` keeps the numbers of the writes just discarded
+    // (all above `durable`), so a count read after the cut still names the last write before
+    // it. Resetting `writes` to `durable` here made a write that was never synced look durable
+    // to whoever read its count only after the cut.
   }
 }
 

@@ -11,6 +11,7 @@
 //              its last successful xSync: every write not synced since is dropped, as if the
 //              machine lost power. The files opened before the cut stop doing I/O (writes,
 //              syncs and truncations fail), so that closing them changes nothing on disk.
+//              The counters (FileCounters) keep counting across a cut.
 //
 // How the power cut is kept: per file path, an undo log of every write and truncation since
 // the file's last sync (the bytes and size it replaced), cleared by a successful xSync; the
@@ -49,9 +50,17 @@ enum class WriteFault {
 };
 
 // What happened to one file (by path) through the VFS. Counts include writes and truncations.
+//
+// The counts are a history that a power cut never rewinds: the writes that succeeded are
+// numbered 1, 2, 3, ... in the order they happened, and `writes` read at any moment is the
+// number of the last one so far, also when a cut struck in between (say on another thread,
+// between an operation and the reading of its count). A cut discards exactly the writes
+// numbered above `durable` as it stands at the cut: a write that succeeded after the previous
+// cut survives this one exactly when its number is <= `durable` read after it. (A deleted
+// file's counters go with it: the next file at that path starts again from zero.)
 struct FileCounters {
-  uint64_t writes = 0;         // writes and truncations that succeeded
-  uint64_t durable = 0;        // of those, how many a later successful xSync made durable
+  uint64_t writes = 0;         // writes and truncations that succeeded (also those cut away)
+  uint64_t durable = 0;        // number of the last write that a successful xSync made durable
   uint64_t syncs = 0;          // successful xSync calls
   uint64_t failed_writes = 0;  // writes refused by an injected fault
   uint64_t failed_syncs = 0;

@@ -315,7 +315,13 @@ void PowerCutRounds(Durability durability, uint64_t seed, int rounds, uint64_t m
     ASSERT_EQ(Diff(*store, ModelOf(kept, kept.size())), "");
 
     const size_t ok_before = kept.size();
-    std::vector<uint64_t> wal_writes_after;  // per committed batch of this round
+    // Per batch of this round that Commit() returned OK for: the number of the WAL's last write
+    // (FileCounters) when it returned. Only this (the writer) thread writes the WAL (the
+    // checkpoints only read and sync it), so that is the number of the batch's own last WAL
+    // write. It stays right when the cut struck before it was read: a Commit() can return OK
+    // after the cut, which may hit the checkpointer thread, or the writer's own checkpoint in
+    // the wal_hook, once the batch's frames are in the WAL; the counters never go back.
+    std::vector<uint64_t> wal_writes_after;
     vfs.SchedulePowerCut(rng() % max_ops);
     const uint64_t cuts = vfs.power_cuts();
     size_t in_flight = 0;  // 1 when the last Commit() failed (the cut hit it)
@@ -381,7 +387,9 @@ TEST(StoreFaultTest, ProcessDurabilityPowerCutLosesOnlyCommitsNotYetSynced) {
       Durability::kProcess, seed, /*rounds=*/6, /*max_ops=*/12000, /*payload_max=*/8000,
       [&](int round, size_t ok_before, size_t ok, size_t survivors,
           const std::vector<uint64_t>& wal_writes_after, const FileCounters& wal) {
-        // Exactly the commits whose WAL writes had all been fsynced (by a checkpoint) survive.
+        // Exactly the commits whose WAL writes had all been fsynced (by a checkpoint) before
+        // the cut survive: one that returned OK may be lost to a power cut with
+        // durability=process, but not once its frames were synced.
         size_t synced = ok_before;
         for (uint64_t w : wal_writes_after) {
           if (w <= wal.durable) ++synced;
