@@ -8,9 +8,12 @@
 // latency run: the upstream produces 10 000 msg/s live and the subscriber measures, for each
 // message, its receipt time minus the upstream's send time (data.ts_ns, wall clock).
 #include <simdjson.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <websocketpp/client.hpp>
 
 #include "bridge/ws_config.h"
@@ -23,6 +26,34 @@ namespace {
 
 double Seconds(steady_clock::duration d) { return duration<double>(d).count(); }
 
+// CPU seconds (user + system) a child process has used so far, from /proc/<pid>/stat.
+double ChildCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t p = stat.rfind(')');  // the command name may hold spaces
+  if (p == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(p + 2));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {  // fields 14 and 15: utime, stime
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) stime = std::stoull(f);
+  }
+  return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds this process (the measuring client) has used so far.
+double SelfCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Microseconds of CPU per message, per process of one run: where a 2-core machine's time goes.
+struct CpuPerMessage {
+  double upstream = 0, bridge = 0, client = 0;
+};
+
 int64_t WallNs() {
   return duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
 }
@@ -30,7 +61,7 @@ int64_t WallNs() {
 // Reads n messages with a bare websocketpp client; returns messages per second. With
 // `latencies`, the upstream produces at `rate` and each message's send->receipt time is kept.
 double RawRate(const std::string& dir, int n, int bytes, const std::string& rate = "0",
-               std::vector<int64_t>* latencies = nullptr) {
+               std::vector<int64_t>* latencies = nullptr, CpuPerMessage* cpu = nullptr) {
   static int run = 0;  // each run's logs get their own name: the port is read from them
   int port = 0;
   Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=" + rate,
@@ -65,8 +96,13 @@ double RawRate(const std::string& dir, int n, int bytes, const std::string& rate
   });
   websocketpp::lib::error_code ec;
   auto con = c.get_connection("ws://127.0.0.1:" + std::to_string(port) + "/feed", ec);
+  const double self0 = SelfCpuSeconds();
   c.connect(con);
   c.run();
+  if (cpu != nullptr) {
+    cpu->upstream = ChildCpuSeconds(up.pid()) * 1e6 / n;
+    cpu->client = (SelfCpuSeconds() - self0) * 1e6 / n;
+  }
   up.Kill(SIGTERM);
   if (got != n) std::fprintf(stderr, "raw run incomplete: %d of %d messages\n", got, n);
   return got == n ? (n - 1) / Seconds(last - first) : 0;
@@ -74,6 +110,7 @@ double RawRate(const std::string& dir, int n, int bytes, const std::string& rate
 
 struct BridgeRun {
   double rate = 0;
+  CpuPerMessage cpu;
   std::vector<int64_t> latencies_ns;  // upstream send -> subscriber receipt
   std::vector<int64_t> in_bridge_ns;  // bridge receipt (received_at) -> subscriber receipt
 };
@@ -98,41 +135,48 @@ BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string
                                  "--payload-bytes=" + std::to_string(bytes)},
                            &port, tag + "-upstream");
   BridgeRun out;
+  const double self0 = SelfCpuSeconds();
+  const double bridge0 = ChildCpuSeconds(bridge.pid());  // its start-up is not the run's
   simdjson::dom::parser parser;
-  steady_clock::time_point first, last;
-  uint64_t first_seq = 0, last_seq = 0;
-  while (true) {
-    auto m = sub.Next(seconds(20));
-    if (!m) break;
-    auto now = steady_clock::now();
-    if (first_seq == 0) {
-      first = now;
-      first_seq = m->second.seq();
+  const uint64_t end_seq = static_cast<uint64_t>(n);
+  const ReceivedSpan got =
+      ReceiveUntilSeq(sub, end_seq, seconds(20), [&](const wsbridge::v1::Envelope& env) {
+        if (latency && env.seq() > static_cast<uint64_t>(n / 10)) {  // skip the warm-up tenth
+          int64_t recv = WallNs();
+          simdjson::dom::element doc;
+          int64_t ts = 0;
+          if (parser.parse(env.payload()).get(doc) == simdjson::SUCCESS &&
+              doc.at_pointer("/data/ts_ns").get_int64().get(ts) == simdjson::SUCCESS) {
+            out.latencies_ns.push_back(recv - ts);
+            out.in_bridge_ns.push_back(recv - env.received_at_unix_ns());
+          }
+        }
+      });
+  if (got.last_seq == end_seq && got.last_seq > got.first_seq) {
+    out.rate = got.Rate();
+    const uint64_t span = got.last_seq - got.first_seq + 1;
+    if (got.received < span) {  // journaled, but the PUB queue for this subscriber overflowed
+      std::fprintf(stderr, "bridge run %s: the subscriber missed %llu of %llu (PUB high-water "
+                   "mark; replay has them)\n", tag.c_str(),
+                   static_cast<unsigned long long>(span - got.received),
+                   static_cast<unsigned long long>(span));
     }
-    last = now;
-    last_seq = m->second.seq();
-    if (latency && last_seq > static_cast<uint64_t>(n / 10)) {  // skip the warm-up tenth
-      int64_t recv = WallNs();
-      const std::string& p = m->second.payload();
-      simdjson::dom::element doc;
-      int64_t ts = 0;
-      if (parser.parse(p).get(doc) == simdjson::SUCCESS &&
-          doc.at_pointer("/data/ts_ns").get_int64().get(ts) == simdjson::SUCCESS) {
-        out.latencies_ns.push_back(recv - ts);
-        out.in_bridge_ns.push_back(recv - m->second.received_at_unix_ns());
-      }
-    }
-    if (last_seq == static_cast<uint64_t>(n)) break;
-  }
-  if (last_seq == static_cast<uint64_t>(n) && last_seq > first_seq) {
-    out.rate = (last_seq - first_seq) / Seconds(last - first);
   } else {
     std::fprintf(stderr, "bridge run %s incomplete: got up to seq %llu of %d\n", tag.c_str(),
-                 static_cast<unsigned long long>(last_seq), n);
+                 static_cast<unsigned long long>(got.last_seq), n);
   }
+  out.cpu.upstream = ChildCpuSeconds(up.pid()) * 1e6 / n;
+  out.cpu.bridge = (ChildCpuSeconds(bridge.pid()) - bridge0) * 1e6 / n;
+  out.cpu.client = (SelfCpuSeconds() - self0) * 1e6 / n;
   bridge.Kill(SIGTERM);
   up.Kill(SIGTERM);
   return out;
+}
+
+std::string Micros(double us) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", us);
+  return buf;
 }
 
 double Percentile(std::vector<int64_t> v, double p) {
@@ -156,19 +200,30 @@ int main(int argc, char** argv) {
     return 0;
   }
   const bool latency_only = mode == "latency";
+  std::vector<std::string> cpu_lines;
   for (int bytes : {100, 4096}) {
     if (latency_only) break;
     int n = (bytes == 100 ? 200000 : 50000) * scale;
-    double raw = RawRate(dir.path(), n, bytes);
-    double process = BridgeRate(dir.path(), n, bytes, "0", "process", false).rate;
+    CpuPerMessage raw_cpu;
+    double raw = RawRate(dir.path(), n, bytes, "0", nullptr, &raw_cpu);
+    BridgeRun process = BridgeRate(dir.path(), n, bytes, "0", "process", false);
     double power = BridgeRate(dir.path(), n, bytes, "0", "power", false).rate;
     std::printf("%-8s %12.0f %12.0f %8.2f %12.0f %8.2f\n",
-                (std::to_string(bytes) + " B").c_str(), raw, process, raw ? process / raw : 0,
-                power, raw ? power / raw : 0);
+                (std::to_string(bytes) + " B").c_str(), raw, process.rate,
+                raw ? process.rate / raw : 0, power, raw ? power / raw : 0);
+    cpu_lines.push_back(std::to_string(bytes) + " B: raw run: upstream " +
+                        Micros(raw_cpu.upstream) + ", client " + Micros(raw_cpu.client) +
+                        " | bridge run (process): upstream " + Micros(process.cpu.upstream) +
+                        ", bridge " + Micros(process.cpu.bridge) + ", subscriber " +
+                        Micros(process.cpu.client));
+  }
+  if (!cpu_lines.empty()) {
+    std::printf("CPU time per message, microseconds (the machine has %ld cores for all of them)\n",
+                sysconf(_SC_NPROCESSORS_ONLN));
+    for (const std::string& line : cpu_lines) std::printf("  %s\n", line.c_str());
   }
   std::vector<int64_t> raw_lat;
   RawRate(dir.path(), 50000 * scale, 100, "10000", &raw_lat);
-  if (getenv("DUMP")) { for (size_t i = 0; i < raw_lat.size(); ++i) if (raw_lat[i] > 1000000) std::printf("%zu %lld\n", i, (long long)raw_lat[i]/1000); }
   std::printf("latency upstream send -> raw websocketpp client at 10000 msg/s, 100 B: "
               "p50 %.0f us, p99 %.0f us\n",
               Percentile(raw_lat, 0.5), Percentile(raw_lat, 0.99));

@@ -27,17 +27,6 @@ namespace {
 
 std::string DeadUrl() { return "ws://127.0.0.1:" + std::to_string(FreePort()) + "/feed"; }
 
-std::optional<uint64_t> OutboxDepth(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  if (!s.ok()) return std::nullopt;
-  auto ob = (*s)->Outbox();
-  if (!ob.ok()) return std::nullopt;
-  return ob->depth;
-}
-
 struct ProducerOut {
   std::vector<int64_t> latencies_ns;
   int accepted = 0, other = 0;

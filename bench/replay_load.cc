@@ -182,32 +182,19 @@ InboundRun Inbound(const std::string& dir, const std::string& prefilled, int n, 
       {"--count=" + std::to_string(n), "--rate=0", "--history=" + std::to_string(n), "--quiet"},
       &port, tag + "-upstream");
   InboundRun out;
-  steady_clock::time_point first, last;
-  uint64_t first_seq = 0, last_seq = 0;
   const uint64_t end_seq = replay_n + static_cast<uint64_t>(n);  // bridge seqs follow the prefill
-  while (true) {
-    auto m = sub.Next(seconds(30));
-    if (!m) break;
-    auto now = steady_clock::now();
-    if (first_seq == 0) {
-      first = now;
-      first_seq = m->second.seq();
-    }
-    last = now;
-    last_seq = m->second.seq();
-    if (last_seq >= end_seq) break;
-  }
+  const ReceivedSpan got = ReceiveUntilSeq(sub, end_seq, seconds(30));
   if (replay) {
     stop = true;
     replayer.join();
     out.replayed = replayed.load();
     out.replay_rate = out.replayed / Seconds(steady_clock::now() - replay_start);
   }
-  if (last_seq == end_seq && last_seq > first_seq) {
-    out.rate = (last_seq - first_seq) / Seconds(last - first);
+  if (got.last_seq == end_seq && got.last_seq > got.first_seq) {
+    out.rate = got.Rate();
   } else {
     std::fprintf(stderr, "inbound run %s incomplete: got up to seq %llu of %llu\n", tag.c_str(),
-                 static_cast<unsigned long long>(last_seq),
+                 static_cast<unsigned long long>(got.last_seq),
                  static_cast<unsigned long long>(end_seq));
   }
   bridge.Kill(SIGTERM);

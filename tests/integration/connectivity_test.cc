@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -21,24 +22,9 @@ std::string Url(int port, const std::string& scheme = "ws", const std::string& h
   return scheme + "://" + host + ":" + std::to_string(port) + "/feed";
 }
 
-std::vector<JournalRow> AllRows(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  std::vector<JournalRow> rows;
-  if (s.ok() && !(*s)->ReadJournal(1, 0, "", 10000000, &rows).ok()) rows.clear();
-  return rows;
-}
-
 uint64_t RowCount(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  if (!s.ok()) return 0;
-  auto b = (*s)->Bounds();
-  return b.ok() ? b->rows : 0;
+  auto b = ReadBounds(db);
+  return b ? b->rows : 0;
 }
 
 std::vector<std::string> Lines(const std::string& text) {
@@ -93,32 +79,6 @@ Child StartBridgeEnv(const std::string& dir, const std::string& url, const std::
     else unsetenv(name.c_str());
   }
   return c;
-}
-
-// One HTTP/1.0 GET on 127.0.0.1:port; returns "<status> <body>" or "" when unreachable.
-std::string HttpGetText(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  (void)!::write(fd, req.data(), req.size());
-  std::string resp;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) resp.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  size_t sp = resp.find(' ');
-  size_t body = resp.find("\r\n\r\n");
-  if (sp == std::string::npos || body == std::string::npos) return "";
-  return resp.substr(sp + 1, 3) + " " + resp.substr(body + 4);
 }
 
 // ---- HTTP CONNECT proxy ----------------------------------------------------------------------
@@ -200,7 +160,7 @@ TEST_F(Proxy, SurvivesProxyRestartWithoutGapOrDuplicate) {
   ASSERT_TRUE(WaitFor([&] { return RowCount(dir_.File("r.db")) >= during + 200; }, 20s))
       << bridge.Stderr();
   EXPECT_EQ(bridge.Kill(SIGTERM), 0);
-  auto rows = AllRows(dir_.File("r.db"));
+  auto rows = ReadJournalRows(dir_.File("r.db"));
   ASSERT_GE(rows.size(), during + 200);
   for (size_t i = 0; i < rows.size(); ++i) {
     ASSERT_EQ(rows[i].msg.upstream_seq, i + 1) << "gap or duplicate at row " << i;
@@ -239,7 +199,7 @@ TEST_F(Proxy, RefusalsAreReportedWithTheirStatus) {
   // /readyz names the 407 as the reason.
   std::string ready;
   WaitFor([&] {
-    ready = HttpGetText(http, "/readyz");
+    ready = HttpGet(http, "/readyz");
     return ready.find("407") != std::string::npos;
   }, 10s);
   EXPECT_EQ(ready.rfind("503", 0), 0u) << ready;
@@ -449,6 +409,12 @@ TEST_F(MutualTls, MismatchedOrMissingKeyIsAStartUpError) {
   status = half.Wait(10s);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
   EXPECT_NE(half.Stderr().find("upstream.tls.key_file"), std::string::npos) << half.Stderr();
+
+  // Reported before anything else happens: no database file, no port bound.
+  for (const char* db : {"m.db", "x.db", "z.db"}) {
+    EXPECT_FALSE(std::filesystem::exists(dir_.File(db))) << db;
+  }
+  EXPECT_EQ(missing.Stderr().find("zmq: publishing"), std::string::npos) << missing.Stderr();
 }
 
 // ---- upstream.url with credentials --------------------------------------------------------------

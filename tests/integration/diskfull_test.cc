@@ -35,32 +35,6 @@ constexpr int kCount = 6000;            // messages the upstream produces
 constexpr int kPayloadBytes = 8 << 10;  // per message: the inbound queue's bound (the reader's
                                         // pause point, a few MiB) is reached long before kCount
 
-// One HTTP/1.0 GET on 127.0.0.1:port; returns "<status> <body>" or "" when unreachable.
-std::string HttpGet(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  (void)!::write(fd, req.data(), req.size());
-  std::string resp;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) resp.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  size_t sp = resp.find(' ');
-  size_t body = resp.find("\r\n\r\n");
-  if (sp == std::string::npos || body == std::string::npos) return "";
-  return resp.substr(sp + 1, 3) + " " + resp.substr(body + 4);
-}
-
 // The value of a Prometheus sample without labels, or -1.
 double Metric(const std::string& metrics, const std::string& name) {
   std::regex rx("(^|\n)" + name + " ([0-9.e+-]+)");
@@ -73,20 +47,9 @@ struct Journal {
   std::vector<JournalRow> rows;
 };
 
-std::optional<Cursor> ReadCursor(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  if (!s.ok()) return std::nullopt;
-  return (*s)->cursor();
-}
-
+// The cursor and every row, read from one Store; nullopt when either cannot be read.
 std::optional<Journal> ReadJournal(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
+  auto s = OpenStoreReadOnly(db);
   if (!s.ok()) return std::nullopt;
   Journal j;
   j.cursor = (*s)->cursor();

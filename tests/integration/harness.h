@@ -5,6 +5,7 @@
 // WaitFor       polls a condition until it holds or a deadline passes (no sleeps as sync)
 // FreePort      a TCP port chosen by the OS (bind port 0, read it, close)
 // Subscriber    a ZeroMQ SUB socket that decodes [topic][Envelope]
+// ReceiveUntilSeq  a subscriber's run up to a seq: when its first and last message arrived
 //
 // Everything here is used from the test's main thread only.
 #pragma once
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -155,23 +157,42 @@ class Child {
   // Waits until `re` matches in stdout (stream="out") or stderr; returns the first group.
   std::optional<std::string> WaitForOutput(const std::string& re, const std::string& stream,
                                            std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    return WaitForMatch(re, stream, 0, /*give_up_when_not_running=*/false, timeout);
+  }
+
+  // As WaitForOutput, but looks only past the first `offset` bytes of the stream (this run's
+  // lines, when restarts under the same tag append to one log), and gives up as soon as the
+  // process is not running, also when it had exited before the call.
+  std::optional<std::string> WaitForOutputAfter(
+      size_t offset, const std::string& re, const std::string& stream,
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    return WaitForMatch(re, stream, offset, /*give_up_when_not_running=*/true, timeout);
+  }
+
+ private:
+  // Polls the stream past `offset` for `re` until it matches, the process exits or `timeout`
+  // passes; returns the first group (the whole match when there is none).
+  std::optional<std::string> WaitForMatch(const std::string& re, const std::string& stream,
+                                          size_t offset, bool give_up_when_not_running,
+                                          std::chrono::milliseconds timeout) {
     std::regex rx(re);
     std::smatch m;
     std::optional<std::string> found;
     WaitFor(
         [&] {
           std::string text = stream == "out" ? Stdout() : Stderr();
+          text = text.size() > offset ? text.substr(offset) : "";
           if (std::regex_search(text, m, rx)) {
             found = m.size() > 1 ? m[1].str() : m[0].str();
             return true;
           }
-          return pid_ > 0 && Exited();
+          if (!running()) return give_up_when_not_running;
+          return Exited();
         },
         timeout);
     return found;
   }
 
- private:
   pid_t pid_ = -1;
   std::string out_, err_;
 };
@@ -208,20 +229,12 @@ inline Child StartBridge(const std::string& dir, const std::string& upstream_url
                                    "--set=reconnect.base_delay_ms=20",
                                    "--set=reconnect.max_delay_ms=200"};
   argv.insert(argv.end(), flags.begin(), flags.end());
-  // Count the "publishing on" lines already in the (appended) log, to find this run's.
-  std::string before = ReadFileOrEmpty(dir + "/" + tag + ".err");
+  // Skip the "publishing on" lines already in the (appended) log, to find this run's.
+  const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".err").size();
   Child c = Child::Start(argv, dir, tag);
   if (endpoints) {
-    std::regex rx(R"(publishing on (tcp://[0-9.]+:\d+))");
-    WaitFor([&] {
-      std::string text = c.Stderr().substr(before.size());
-      std::smatch m;
-      if (std::regex_search(text, m, rx)) {
-        endpoints->pub = m[1];
-        return true;
-      }
-      return c.Exited();
-    });
+    auto pub = c.WaitForOutputAfter(before, R"(publishing on (tcp://[0-9.]+:\d+))", "err");
+    if (pub) endpoints->pub = *pub;
   }
   return c;
 }
@@ -250,6 +263,49 @@ class Subscriber {
  private:
   zmq::socket_t sock_;
 };
+
+// When the first and the last message of a subscriber's run arrived, and their bridge seqs
+// (0: nothing arrived).
+struct ReceivedSpan {
+  std::chrono::steady_clock::time_point first, last;
+  uint64_t first_seq = 0, last_seq = 0;
+  uint64_t received = 0;  // fewer than last_seq - first_seq + 1: the subscriber missed some
+
+  // Messages per second from the first to the last (by seq, so a gap does not count).
+  double Rate() const {
+    return static_cast<double>(last_seq - first_seq) /
+           std::chrono::duration<double>(last - first).count();
+  }
+};
+
+// Receives from `sub` until a message with seq >= end_seq arrives or none comes within
+// `timeout`; calls on_message(envelope) on each as it arrives. Returns the span received.
+template <typename OnMessage>
+ReceivedSpan ReceiveUntilSeq(Subscriber& sub, uint64_t end_seq, std::chrono::milliseconds timeout,
+                             OnMessage on_message) {
+  ReceivedSpan span;
+  while (true) {
+    auto m = sub.Next(timeout);
+    if (!m) break;
+    auto now = std::chrono::steady_clock::now();
+    if (span.first_seq == 0) {
+      span.first = now;
+      span.first_seq = m->second.seq();
+    }
+    span.last = now;
+    span.last_seq = m->second.seq();
+    ++span.received;
+    on_message(m->second);
+    if (span.last_seq >= end_seq) break;
+  }
+  return span;
+}
+
+// ReceiveUntilSeq without a look at each message.
+inline ReceivedSpan ReceiveUntilSeq(Subscriber& sub, uint64_t end_seq,
+                                    std::chrono::milliseconds timeout) {
+  return ReceiveUntilSeq(sub, end_seq, timeout, [](const v1::Envelope&) {});
+}
 
 }  // namespace wsbridge::testing
 
@@ -401,18 +457,8 @@ inline Child StartReplayBridge(const std::string& dir, const std::string& upstre
   BridgeEndpoints be;
   Child c = StartBridge(dir, upstream_url, db, std::move(flags), &be, tag);
   endpoints->pub = be.pub;
-  endpoints->replay.clear();
-  std::regex rx(R"(replay on (tcp://[0-9.]+:\d+))");
-  WaitFor([&] {
-    std::string text = c.Stderr();
-    text = text.size() > before ? text.substr(before) : "";
-    std::smatch m;
-    if (std::regex_search(text, m, rx)) {
-      endpoints->replay = m[1];
-      return true;
-    }
-    return c.Exited();
-  });
+  endpoints->replay =
+      c.WaitForOutputAfter(before, R"(replay on (tcp://[0-9.]+:\d+))", "err").value_or("");
   return c;
 }
 
@@ -432,18 +478,9 @@ inline Child StartSendBridge(const std::string& dir, const std::string& upstream
   const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".err").size();
   BridgeEndpoints be;
   Child c = StartBridge(dir, upstream_url, db, std::move(flags), &be, tag);
-  send_endpoint->clear();
-  std::regex rx(R"(zmq: send endpoint on (tcp://[0-9.]+:\d+))");
-  WaitFor([&] {
-    std::string text = c.Stderr();
-    text = text.size() > before ? text.substr(before) : "";
-    std::smatch m;
-    if (std::regex_search(text, m, rx)) {
-      *send_endpoint = m[1];
-      return true;
-    }
-    return c.Exited();
-  });
+  *send_endpoint =
+      c.WaitForOutputAfter(before, R"(zmq: send endpoint on (tcp://[0-9.]+:\d+))", "err")
+          .value_or("");
   return c;
 }
 
@@ -471,18 +508,8 @@ inline Child StartConnectProxy(const std::string& dir, std::vector<std::string> 
   argv.insert(argv.end(), flags.begin(), flags.end());
   const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".out").size();
   Child c = Child::Start(argv, dir, tag);
-  std::regex rx(R"(listening on (\d+))");
-  *port = 0;
-  WaitFor([&] {
-    std::string text = c.Stdout();
-    text = text.size() > before ? text.substr(before) : "";
-    std::smatch m;
-    if (std::regex_search(text, m, rx)) {
-      *port = std::stoi(m[1]);
-      return true;
-    }
-    return c.Exited();
-  });
+  auto listening = c.WaitForOutputAfter(before, R"(listening on (\d+))", "out");
+  *port = listening ? std::stoi(*listening) : 0;
   return c;
 }
 
@@ -519,5 +546,137 @@ class TmpfsMount {
   bool mounted_ = false;
 };
 
+
+}  // namespace wsbridge::testing
+
+// ---- The journal and the outbox as an operator reads them: a read-only Store on the live file --
+//
+// OpenStoreReadOnly  the Store itself, for reads of more than one thing at once
+// ReadCursor         the journal's cursor
+// ReadBounds         the journal's bounds (first/last seq, rows)
+// ReadJournalRows    every journal row, in seq order (EXPECTs that it can be read)
+// OutboxDepth        messages waiting in the outbox
+
+#include "storage/store.h"
+
+namespace wsbridge::testing {
+
+// Opens `db` read-only (Store::Open's status when it cannot).
+inline StatusOr<std::unique_ptr<Store>> OpenStoreReadOnly(const std::string& db) {
+  StoreOptions o;
+  o.path = db;
+  o.read_only = true;
+  return Store::Open(o);
+}
+
+// The journal's cursor; nullopt when the file cannot be opened.
+inline std::optional<Cursor> ReadCursor(const std::string& db) {
+  auto s = OpenStoreReadOnly(db);
+  if (!s.ok()) return std::nullopt;
+  return (*s)->cursor();
+}
+
+// The journal's bounds; nullopt when they cannot be read.
+inline std::optional<JournalBounds> ReadBounds(const std::string& db) {
+  auto s = OpenStoreReadOnly(db);
+  if (!s.ok()) return std::nullopt;
+  auto b = (*s)->Bounds();
+  if (!b.ok()) return std::nullopt;
+  return *b;
+}
+
+// Every row of the journal (up to 10 000 000), in seq order; a failure to open or read is a
+// test failure (EXPECT), and what was read by then is returned.
+inline std::vector<JournalRow> ReadJournalRows(const std::string& db) {
+  auto s = OpenStoreReadOnly(db);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  std::vector<JournalRow> rows;
+  if (s.ok()) EXPECT_TRUE((*s)->ReadJournal(1, 0, "", 10000000, &rows).ok());
+  return rows;
+}
+
+// The outbox's depth (messages accepted and not yet acknowledged or sent); nullopt when it
+// cannot be read.
+inline std::optional<uint64_t> OutboxDepth(const std::string& db) {
+  auto s = OpenStoreReadOnly(db);
+  if (!s.ok()) return std::nullopt;
+  auto ob = (*s)->Outbox();
+  if (!ob.ok()) return std::nullopt;
+  return ob->depth;
+}
+
+}  // namespace wsbridge::testing
+
+// ---- HTTP on 127.0.0.1 (the bridge's /healthz, /readyz, /metrics) ------------------------------
+//
+// HttpExchange  raw bytes out on a fresh connection, everything the server sends back in
+// HttpRaw       HttpExchange, the response split into status, head and body
+// HttpRequest   one HTTP/1.1 request (Connection: close) by method and path, split as HttpRaw
+// HttpGet       one HTTP/1.0 GET, answered as the text "<status> <body>"
+
+namespace wsbridge::testing {
+
+// Sends `raw` on a fresh TCP connection to 127.0.0.1:port and reads until the server closes
+// (each read waits at most `timeout`). Returns all it read; "" when it could not connect or
+// send.
+inline std::string HttpExchange(int port, const std::string& raw, std::chrono::seconds timeout) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{static_cast<time_t>(timeout.count()), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  std::string response;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(raw.size())) {
+    char buf[16384];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      response.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return response;
+}
+
+// An HTTP response taken apart.
+struct HttpResult {
+  int status = 0;  // 0: no answer, or not an HTTP one
+  std::string head;
+  std::string body;
+};
+
+// Sends `raw` (HttpExchange) and splits the answer at the blank line; status 0, head and body
+// empty when it does not start with an HTTP/1.x status line.
+inline HttpResult HttpRaw(int port, const std::string& raw,
+                          std::chrono::seconds timeout = std::chrono::seconds(10)) {
+  HttpResult r;
+  std::string response = HttpExchange(port, raw, timeout);
+  std::smatch m;
+  if (!std::regex_search(response, m, std::regex(R"(^HTTP/1\.[01] (\d{3}))"))) return r;
+  r.status = std::stoi(m[1]);
+  size_t split = response.find("\r\n\r\n");
+  r.head = response.substr(0, split);
+  if (split != std::string::npos) r.body = response.substr(split + 4);
+  return r;
+}
+
+// `method` `path` as HTTP/1.1 with Connection: close on 127.0.0.1:port.
+inline HttpResult HttpRequest(int port, const std::string& path, const std::string& method = "GET",
+                              std::chrono::seconds timeout = std::chrono::seconds(10)) {
+  return HttpRaw(port,
+                 method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                 timeout);
+}
+
+// One HTTP/1.0 GET on 127.0.0.1:port; returns "<status> <body>" or "" when unreachable.
+inline std::string HttpGet(int port, const std::string& path) {
+  std::string resp = HttpExchange(
+      port, "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+      std::chrono::seconds(5));
+  size_t sp = resp.find(' ');
+  size_t body = resp.find("\r\n\r\n");
+  if (sp == std::string::npos || body == std::string::npos) return "";
+  return resp.substr(sp + 1, 3) + " " + resp.substr(body + 4);
+}
 
 }  // namespace wsbridge::testing

@@ -22,25 +22,11 @@ struct JournalView {
   JournalBounds bounds;
 };
 std::optional<JournalView> ReadJournal(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
+  auto s = OpenStoreReadOnly(db);
   if (!s.ok()) return std::nullopt;
   auto b = (*s)->Bounds();
   if (!b.ok()) return std::nullopt;
   return JournalView{(*s)->cursor(), *b};
-}
-
-std::vector<JournalRow> AllRows(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  std::vector<JournalRow> rows;
-  if (s.ok()) EXPECT_TRUE((*s)->ReadJournal(1, 0, "", 10000000, &rows).ok());
-  return rows;
 }
 
 // Starts the bridge before the upstream exists, connects a subscriber and waits until the
@@ -74,7 +60,7 @@ TEST(Inbound, TwentyThousandMessagesReachSubscriberInOrder) {
     ASSERT_EQ(env.payload().compare(0, head.size(), head), 0) << env.payload();
   }
   // G1: what was published is exactly what the journal holds, byte for byte.
-  auto rows = AllRows(dir.File("b.db"));
+  auto rows = ReadJournalRows(dir.File("b.db"));
   ASSERT_EQ(rows.size(), static_cast<size_t>(kCount));
   EXPECT_EQ(rows.back().seq, static_cast<uint64_t>(kCount));
   EXPECT_EQ(bridge.Kill(SIGTERM), 0) << bridge.Stderr();
@@ -104,7 +90,7 @@ TEST(Inbound, SigkillMidStreamKeepsJournalExact) {
     return v && v->cursor.last_upstream_seq == kCount;
   }, 60s)) << bridge.Stderr();
   EXPECT_EQ(bridge.Kill(SIGTERM), 0);
-  auto rows = AllRows(db);
+  auto rows = ReadJournalRows(db);
   ASSERT_EQ(rows.size(), kCount);
   for (uint64_t i = 0; i < kCount; ++i) {
     ASSERT_EQ(rows[i].seq, i + 1);

@@ -23,44 +23,6 @@ std::string Python() {
   return access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
 }
 
-struct HttpResult {
-  int status = 0;  // 0: no answer
-  std::string head;
-  std::string body;
-};
-
-// Sends `raw` on a fresh connection to 127.0.0.1:port and reads until the server closes.
-HttpResult HttpRaw(int port, const std::string& raw) {
-  HttpResult r;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      send(fd, raw.data(), raw.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(raw.size())) {
-    char buf[16384];
-    for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;)
-      response.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  std::smatch m;
-  if (!std::regex_search(response, m, std::regex(R"(^HTTP/1\.[01] (\d{3}))"))) return r;
-  r.status = std::stoi(m[1]);
-  size_t split = response.find("\r\n\r\n");
-  r.head = response.substr(0, split);
-  if (split != std::string::npos) r.body = response.substr(split + 4);
-  return r;
-}
-
-HttpResult Http(int port, const std::string& path, const std::string& method = "GET") {
-  return HttpRaw(port,
-                 method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-}
-
 // The value of an unlabelled sample in Prometheus text, by plain text search.
 std::optional<double> Sample(const std::string& text, const std::string& name) {
   std::smatch m;
@@ -150,38 +112,38 @@ TEST(Ops, ReadyzFollowsTheUpstream) {
   OpsBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("r.db"), {}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
 
-  HttpResult h = Http(b.http_port, "/healthz");
+  HttpResult h = HttpRequest(b.http_port, "/healthz");
   EXPECT_EQ(h.status, 200);
   EXPECT_EQ(h.body, "ok\n");
-  ASSERT_TRUE(WaitFor([&] { return Http(b.http_port, "/readyz").status == 200; }))
-      << Http(b.http_port, "/readyz").body << b.child.Stderr();
+  ASSERT_TRUE(WaitFor([&] { return HttpRequest(b.http_port, "/readyz").status == 200; }))
+      << HttpRequest(b.http_port, "/readyz").body << b.child.Stderr();
 
   // The upstream goes away: not ready, and the body says why.
   upstream.Kill(SIGKILL);
   HttpResult r;
   ASSERT_TRUE(WaitFor([&] {
-    r = Http(b.http_port, "/readyz");
+    r = HttpRequest(b.http_port, "/readyz");
     return r.status == 503;
   })) << b.child.Stderr();
   EXPECT_EQ(r.body.rfind("upstream ", 0), 0u) << r.body;
   EXPECT_NE(r.body.find(": "), std::string::npos) << "no reason given: " << r.body;
-  EXPECT_EQ(Http(b.http_port, "/healthz").status, 200);  // alive all the same
-  std::string metrics = Http(b.http_port, "/metrics").body;
+  EXPECT_EQ(HttpRequest(b.http_port, "/healthz").status, 200);  // alive all the same
+  std::string metrics = HttpRequest(b.http_port, "/metrics").body;
   EXPECT_EQ(Sample(metrics, "wsbridge_upstream_connected"), 0.0) << metrics;
 
   // Back on the same port: ready again after the reconnect.
   Child again = StartUpstream(dir.path(), {"--rate=200"}, &port, "upstream-again");
   ASSERT_NE(port, 0) << again.Stderr();
-  ASSERT_TRUE(WaitFor([&] { return Http(b.http_port, "/readyz").status == 200; }))
-      << Http(b.http_port, "/readyz").body << b.child.Stderr();
-  metrics = Http(b.http_port, "/metrics").body;
+  ASSERT_TRUE(WaitFor([&] { return HttpRequest(b.http_port, "/readyz").status == 200; }))
+      << HttpRequest(b.http_port, "/readyz").body << b.child.Stderr();
+  metrics = HttpRequest(b.http_port, "/metrics").body;
   EXPECT_GE(Sample(metrics, "wsbridge_upstream_connects_total").value_or(0), 2.0) << metrics;
 
   // Anything else: 4xx, and the server goes on.
-  EXPECT_EQ(Http(b.http_port, "/nope").status, 404);
-  EXPECT_EQ(Http(b.http_port, "/metrics", "POST").status, 405);
+  EXPECT_EQ(HttpRequest(b.http_port, "/nope").status, 404);
+  EXPECT_EQ(HttpRequest(b.http_port, "/metrics", "POST").status, 405);
   EXPECT_EQ(HttpRaw(b.http_port, "not http at all\r\n\r\n").status / 100, 4);
-  EXPECT_EQ(Http(b.http_port, "/healthz").status, 200);
+  EXPECT_EQ(HttpRequest(b.http_port, "/healthz").status, 200);
   EXPECT_TRUE(ExitedZero(b.child.Kill(SIGTERM))) << b.child.Stderr();
 }
 
@@ -197,7 +159,7 @@ TEST(Ops, MetricsParseAndCountWhatTheUpstreamSent) {
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   std::string text;
   ASSERT_TRUE(WaitFor([&] {
-    text = Http(b.http_port, "/metrics").body;
+    text = HttpRequest(b.http_port, "/metrics").body;
     return Sample(text, "wsbridge_messages_published_total") == kCount;
   })) << text
       << b.child.Stderr();
@@ -263,8 +225,9 @@ TEST(Ops, MetricsParseAndCountWhatTheUpstreamSent) {
                              "wsbridge_oversized_frames"}) {
     EXPECT_EQ(m.count(std::string("TYPE ") + family), 1u) << family;
   }
-  EXPECT_NE(Http(b.http_port, "/metrics").head.find("Content-Type: text/plain; version=0.0.4"),
-            std::string::npos);
+  EXPECT_NE(
+      HttpRequest(b.http_port, "/metrics").head.find("Content-Type: text/plain; version=0.0.4"),
+      std::string::npos);
   EXPECT_TRUE(ExitedZero(b.child.Kill(SIGTERM))) << b.child.Stderr();
 }
 
@@ -314,7 +277,7 @@ TEST(Ops, SigtermUnderLoadExitsZeroWithinTheBound) {
 
   ASSERT_TRUE(WaitFor(
       [&] {
-        std::string m = Http(b.http_port, "/metrics").body;
+        std::string m = HttpRequest(b.http_port, "/metrics").body;
         return Sample(m, "wsbridge_messages_journaled_total").value_or(0) >= 3000 &&
                accepted_count >= 200;
       },
@@ -373,7 +336,7 @@ TEST(Ops, SecondSignalExitsAtOnce) {
   Child upstream = StartUpstream(dir.path(), {"--rate=100"}, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
   OpsBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("t.db"), {}, "bridge");
-  ASSERT_TRUE(WaitFor([&] { return Http(b.http_port, "/readyz").status == 200; }))
+  ASSERT_TRUE(WaitFor([&] { return HttpRequest(b.http_port, "/readyz").status == 200; }))
       << b.child.Stderr();
   kill(upstream.pid(), SIGSTOP);
   kill(b.child.pid(), SIGTERM);
@@ -412,7 +375,7 @@ TEST(Ops, SecretsStayOutOfLogsAndPrintConfig) {
       StartOpsBridge(dir.path(), Url(port), dir.File("a.db"), header_flags, "bridge", env);
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   // Ready means the upstream accepted the Authorization header: the token was sent.
-  ASSERT_TRUE(WaitFor([&] { return Http(b.http_port, "/readyz").status == 200; }))
+  ASSERT_TRUE(WaitFor([&] { return HttpRequest(b.http_port, "/readyz").status == 200; }))
       << b.child.Stderr();
   EXPECT_NE(ReadFileOrEmpty(headers_seen).find(file_secret), std::string::npos);
 
@@ -433,7 +396,7 @@ TEST(Ops, SecretsStayOutOfLogsAndPrintConfig) {
   WaitFor([&] { return b3.Exited(); }, 3s);
   b3.Kill(SIGTERM);
 
-  std::string metrics = Http(b.http_port, "/metrics").body;
+  std::string metrics = HttpRequest(b.http_port, "/metrics").body;
   EXPECT_TRUE(ExitedZero(b.child.Kill(SIGTERM)));
   b2.child.Kill(SIGTERM);
   for (const std::string& log : {b.child.Stderr(), b2.child.Stderr(), metrics}) {
@@ -466,7 +429,7 @@ TEST(Ops, JsonLogLinesEachParse) {
   const std::string db = dir.File("we\"ird\\name.db");
   OpsBridge b = StartOpsBridge(dir.path(), Url(port), db, {"--set=log.format=json"}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
-  ASSERT_TRUE(WaitFor([&] { return Http(b.http_port, "/readyz").status == 200; }));
+  ASSERT_TRUE(WaitFor([&] { return HttpRequest(b.http_port, "/readyz").status == 200; }));
   upstream.Kill(SIGKILL);
   ASSERT_TRUE(b.child.WaitForOutput("retrying in", "err")) << b.child.Stderr();
   ASSERT_TRUE(ExitedZero(b.child.Kill(SIGTERM))) << b.child.Stderr();
@@ -500,7 +463,7 @@ TEST(Ops, RepeatedWarningsAreRateLimitedWithACount) {
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   ASSERT_TRUE(b.child.WaitForOutput(R"(\(repeated (\d+) times)", "err", 40s)) << b.child.Stderr();
   const double failures =
-      Sample(Http(b.http_port, "/metrics").body, "wsbridge_upstream_connect_failures_total")
+      Sample(HttpRequest(b.http_port, "/metrics").body, "wsbridge_upstream_connect_failures_total")
           .value_or(0);
   ASSERT_TRUE(ExitedZero(b.child.Kill(SIGTERM)));
   // The failures after the scrape are not in it; the log stops with the process.

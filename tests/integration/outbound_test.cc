@@ -34,18 +34,6 @@ std::string Url(int port) { return "ws://127.0.0.1:" + std::to_string(port) + "/
 
 const std::string kAcks = "--set=protocol.ack_match=type=ack";
 
-// Outbox depth read the way an operator would: a read-only Store on the live file.
-std::optional<uint64_t> OutboxDepth(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  if (!s.ok()) return std::nullopt;
-  auto ob = (*s)->Outbox();
-  if (!ob.ok()) return std::nullopt;
-  return ob->depth;
-}
-
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);

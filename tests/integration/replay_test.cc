@@ -26,21 +26,10 @@ using namespace std::chrono_literals;
 
 std::string Url(int port) { return "ws://127.0.0.1:" + std::to_string(port) + "/feed"; }
 
-std::optional<JournalBounds> Bounds(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  if (!s.ok()) return std::nullopt;
-  auto b = (*s)->Bounds();
-  if (!b.ok()) return std::nullopt;
-  return *b;
-}
-
 bool WaitForLastSeq(const std::string& db, uint64_t n, std::chrono::milliseconds t = 60s) {
   return WaitFor(
       [&] {
-        auto b = Bounds(db);
+        auto b = ReadBounds(db);
         return b && b->last_seq >= n;
       },
       t);
@@ -132,7 +121,7 @@ TEST(Replay, LateJoinerGetsHistoryThenLiveEachOnce) {
   for (int i = 0; i < kCount; ++i) ASSERT_EQ(seqs[static_cast<size_t>(i)], i + 1);
   // It joined late: the journal had at least 1500 messages before it started, and the feed
   // went on for a while after (3000 msg/s, 6000 in all).
-  auto b = Bounds(db);
+  auto b = ReadBounds(db);
   ASSERT_TRUE(b);
   EXPECT_EQ(b->last_seq, static_cast<uint64_t>(kCount));
 }
@@ -186,7 +175,7 @@ TEST(Replay, TrimmedRangeAnswersFirstAvailable) {
   Child bridge = StartReplayBridge(dir.path(), Url(port), db, {"--set=journal.max_rows=1000"}, &ep);
   ASSERT_FALSE(ep.replay.empty()) << bridge.Stderr();
   ASSERT_TRUE(WaitFor([&] {
-    auto b = Bounds(db);
+    auto b = ReadBounds(db);
     return b && b->last_seq == 5000 && b->first_seq == 4001;
   })) << bridge.Stderr();
 
@@ -247,7 +236,7 @@ TEST(Replay, ReplayDbWhileTheDaemonWritesAtFullRate) {
   int st = RunTool(dir.path(), {Bin("wsbridge-replay"), "--db=" + db, "--format=json"},
                    "replay-busy", &tool);
   ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << tool.Stderr();
-  auto after = Bounds(db);
+  auto after = ReadBounds(db);
   ASSERT_TRUE(after);
   std::string out = tool.Stdout();
   auto seqs = SeqsOfJsonLines(out);

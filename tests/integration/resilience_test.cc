@@ -49,36 +49,16 @@ void Figure(const char* fmt, ...) {
 
 double Ms(int64_t us) { return static_cast<double>(us) / 1000.0; }
 
-// The journal's cursor, read the way an operator would: a read-only Store on the live file.
-std::optional<Cursor> ReadCursor(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  if (!s.ok()) return std::nullopt;
-  return (*s)->cursor();
-}
-
+// The journal cursor's last upstream seq, read the way an operator would (0: none).
 uint64_t LastUpstreamSeq(const std::string& db) {
   auto c = ReadCursor(db);
   return c ? c->last_upstream_seq : 0;
 }
 
-std::vector<JournalRow> AllRows(const std::string& db) {
-  StoreOptions o;
-  o.path = db;
-  o.read_only = true;
-  auto s = Store::Open(o);
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  std::vector<JournalRow> rows;
-  if (s.ok()) EXPECT_TRUE((*s)->ReadJournal(1, 0, "", 10000000, &rows).ok());
-  return rows;
-}
-
 // G2 on the journal: the bridge journaled from the upstream's first message, so row i (from 0)
 // has bridge seq i+1 and upstream seq i+1: every upstream seq exactly once, in order, no gap.
 void ExpectExactJournal(const std::string& db, uint64_t at_least) {
-  auto rows = AllRows(db);
+  auto rows = ReadJournalRows(db);
   ASSERT_GE(rows.size(), at_least);
   for (size_t i = 0; i < rows.size(); ++i) {
     ASSERT_EQ(rows[i].seq, i + 1) << "bridge seq not contiguous at row " << i;
@@ -118,30 +98,6 @@ std::vector<LogEvent> ConsecutiveRetries(const std::string& log) {
     if (++shown[key] == 5) break;
   }
   return out;
-}
-
-// GET http://127.0.0.1:<port><path> -> (status, body); status 0 when there is no answer.
-std::pair<int, std::string> HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) response.append(buf, n);
-    }
-  }
-  close(fd);
-  std::smatch m;
-  if (!std::regex_search(response, m, std::regex(R"(^HTTP/1\.[01] (\d{3}))"))) return {0, response};
-  auto body = response.find("\r\n\r\n");
-  return {std::stoi(m[1]), body == std::string::npos ? "" : response.substr(body + 4)};
 }
 
 // The proxy's "accept #N" lines after `offset` of its log: one per TCP connection the bridge made.
@@ -463,9 +419,9 @@ TEST(Resilience, HandshakeRefusedWith401IsFatalAndRetriedAtTheCap) {
   // Not ready, and /readyz says why.
   auto http = c.bridge.WaitForOutput(R"(http: listening on 127\.0\.0\.1:(\d+))", "err", 5s);
   ASSERT_TRUE(http) << c.bridge.Stderr();
-  auto [status, body] = HttpGet(std::stoi(*http), "/readyz");
-  EXPECT_EQ(status, 503) << body;
-  EXPECT_NE(body.find("401"), std::string::npos) << body;
+  HttpResult ready = HttpRequest(std::stoi(*http), "/readyz", "GET", 5s);
+  EXPECT_EQ(ready.status, 503) << ready.body;
+  EXPECT_NE(ready.body.find("401"), std::string::npos) << ready.body;
 }
 
 // 429 with Retry-After: 1 is transient, but the next attempt waits at least the second it asks
