@@ -1,7 +1,8 @@
 // wsbridge-load-inbound: end-to-end inbound throughput and latency, measured in one run against
 // a raw websocketpp client on the same machine, so that the figure that matters is a ratio.
 //
-//   raw     wsbridge-upstream -> a bare websocketpp client that counts messages
+//   raw     wsbridge-upstream -> a bare websocketpp client (the library's stock asio_client
+//           configuration) that counts messages
 //   bridge  wsbridge-upstream -> wsbridge (journal commit, then publish) -> a ZeroMQ subscriber
 //
 // Both read the same N messages from the upstream's history as fast as they can. Then the
@@ -16,7 +17,7 @@
 #include <fstream>
 #include <websocketpp/client.hpp>
 
-#include "bridge/ws_config.h"
+#include <websocketpp/config/asio_no_tls_client.hpp>
 #include "integration/harness.h"
 
 using namespace wsbridge::testing;
@@ -68,7 +69,7 @@ double RawRate(const std::string& dir, int n, int bytes, const std::string& rate
                                  "--history=" + std::to_string(n),
                                  "--payload-bytes=" + std::to_string(bytes)},
                            &port, "raw" + std::to_string(++run) + "-upstream");
-  using Client = websocketpp::client<wsbridge::WsClientConfig>;
+  using Client = websocketpp::client<websocketpp::config::asio_client>;  // stock websocketpp
   Client c;
   c.clear_access_channels(websocketpp::log::alevel::all);
   c.clear_error_channels(websocketpp::log::elevel::all);
