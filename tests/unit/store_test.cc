@@ -735,6 +735,27 @@ TEST(StoreOutboxTest, FileOfAnEarlierBuildLosesItsUnusedIndexAndKeepsWorking) {
   sqlite3_close(db);
 }
 
+TEST(StoreJournalTest, WalStartsOverUnderABusyWriter) {
+  // A writer that never pauses: without the writer finishing the checkpoint now and then, the
+  // WAL would hold every frame written (~110 MB here). It must start over and stay bounded.
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+  const std::string payload(4000, 'x');
+  uint64_t up = 0;
+  for (int c = 0; c < 3000; ++c) {
+    Batch b;
+    for (int i = 0; i < 8; ++i) b.inbound.push_back(Msg(++up, "t", payload));
+    b.last_upstream_seq = up;
+    ASSERT_OK(store->Commit(b, nullptr));
+  }
+  struct stat st;
+  ASSERT_EQ(::stat((path + "-wal").c_str(), &st), 0);
+  const double written = 3000.0 * 8 * 4096;  // at least a page per row
+  EXPECT_LT(static_cast<double>(st.st_size), 0.75 * written)
+      << "WAL " << st.st_size << " bytes: it never started over";
+}
+
 // ---------------------------------------------------------------------------------------------
 // A failed commit
 
