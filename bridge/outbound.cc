@@ -57,16 +57,20 @@ void Outbound::Reply(std::vector<zmq::message_t>& envelope, const std::string& i
   reply.set_outbox_seq(outbox_seq);
   reply.set_error(error);
   std::string bytes = reply.SerializeAsString();
+  // ROUTER_MANDATORY: a producer that is gone throws (EHOSTUNREACH), one whose queue is full
+  // returns false (EAGAIN). Either way the reply is lost, never silently.
+  bool sent = true;
   try {
-    bool sent = true;
     for (auto& frame : envelope) {
       sent = sent && router_.send(frame, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     }
     sent = sent && router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
-    if (!sent) throw zmq::error_t();
-  } catch (const zmq::error_t& e) {
-    // The producer went away or stopped reading: the message's fate is in the outbox either
-    // way, and a retry with the same id learns it (DUPLICATE). Counted and logged, not silent.
+  } catch (const zmq::error_t&) {
+    sent = false;
+  }
+  if (!sent) {
+    // The message's fate is in the outbox either way, and a retry with the same id learns it
+    // (DUPLICATE). Counted and logged.
     stats_->send_replies_lost.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("send: reply for {} not delivered ({}): the producer is gone or not reading",
                  id, v1::Status_Name(static_cast<v1::Status>(status)));

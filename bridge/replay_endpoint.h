@@ -23,8 +23,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <memory>
 #include <deque>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>

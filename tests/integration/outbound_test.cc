@@ -56,6 +56,15 @@ std::vector<std::string> ReceivedIds(const std::string& log) {
   return ids;
 }
 
+// The reference upstream as these tests use it: it produces (almost) nothing and logs every
+// message it receives to `log`; `extra` flags are added (e.g. "--no-ack").
+Child StartReceivingUpstream(const std::string& dir, const std::string& log, int* port,
+                             std::vector<std::string> extra = {}) {
+  std::vector<std::string> flags = {"--count=1", "--log-received=" + log};
+  flags.insert(flags.end(), extra.begin(), extra.end());
+  return StartUpstream(dir, flags, port);
+}
+
 std::string Payload(const std::string& id, const std::string& extra = "") {
   return "{\"id\":\"" + id + "\",\"data\":\"" + extra + "\"}";
 }
@@ -190,7 +199,7 @@ TEST(Outbound, ConcurrentProducersAcrossTwoKills) {
   const std::string db = dir.File("b.db");
   const std::string log = dir.File("received.log");
   int port = 0;
-  Child upstream = StartUpstream(dir.path(), {"--count=1", "--log-received=" + log}, &port);
+  Child upstream = StartReceivingUpstream(dir.path(), log, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
   // A fixed send port, so that the producers' DEALERs reconnect to the restarted bridge.
   const std::string send_ep = "tcp://127.0.0.1:" + std::to_string(FreePort());
@@ -310,7 +319,7 @@ TEST(Outbound, DuplicateAfterRestart) {
     EXPECT_EQ(r->outbox_seq(), 1u);
   }
   // Delivered and acked (so deleted from the outbox), then a clean restart: still DUPLICATE.
-  Child upstream = StartUpstream(dir.path(), {"--count=1", "--log-received=" + log}, &port);
+  Child upstream = StartReceivingUpstream(dir.path(), log, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
   ASSERT_TRUE(WaitFor([&] { return OutboxDepth(db) == std::optional<uint64_t>(0); }))
       << bridge.Stderr();
@@ -368,7 +377,7 @@ TEST(Outbound, FullOutboxRejectsAndLosesNothing) {
   EXPECT_EQ(full, 30);
   EXPECT_EQ(OutboxDepth(db), std::optional<uint64_t>(50));
   // A rejected id was not remembered: it is accepted once there is room.
-  Child upstream = StartUpstream(dir.path(), {"--count=1", "--log-received=" + log}, &port);
+  Child upstream = StartReceivingUpstream(dir.path(), log, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
   ASSERT_TRUE(WaitFor([&] { return OutboxDepth(db) == std::optional<uint64_t>(0); }))
       << bridge.Stderr();
@@ -388,7 +397,7 @@ TEST(Outbound, InvalidRequestsAreAnsweredAndEndpointKeepsServing) {
   const std::string db = dir.File("b.db");
   const std::string log = dir.File("received.log");
   int port = 0;
-  Child upstream = StartUpstream(dir.path(), {"--count=1", "--log-received=" + log}, &port);
+  Child upstream = StartReceivingUpstream(dir.path(), log, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
   std::string ep;
   Child bridge = StartSendBridge(dir.path(), Url(port), db, {kAcks}, &ep);
@@ -479,7 +488,7 @@ TEST(Outbound, StorageFailureOnFullDisk) {
   ASSERT_TRUE(r) << bridge.Stderr();
   EXPECT_EQ(r->status(), v1::ACCEPTED) << r->ShortDebugString();
   accepted.push_back("d-after");
-  Child upstream = StartUpstream(dir.path(), {"--count=1", "--log-received=" + log}, &port);
+  Child upstream = StartReceivingUpstream(dir.path(), log, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
   ASSERT_TRUE(WaitFor([&] { return OutboxDepth(db) == std::optional<uint64_t>(0); }))
       << bridge.Stderr();
@@ -494,8 +503,7 @@ TEST(Outbound, WithoutAcksInOrderAndDrained) {
   const std::string db = dir.File("b.db");
   const std::string log = dir.File("received.log");
   int port = 0;
-  Child upstream =
-      StartUpstream(dir.path(), {"--count=1", "--no-ack", "--log-received=" + log}, &port);
+  Child upstream = StartReceivingUpstream(dir.path(), log, &port, {"--no-ack"});
   ASSERT_NE(port, 0) << upstream.Stderr();
   std::string ep;
   Child bridge = StartSendBridge(dir.path(), Url(port), db, {}, &ep);
