@@ -16,6 +16,7 @@
 #include "bridge/stats.h"
 #include "bridge/upstream.h"
 #include "bridge/writer.h"
+#include "common/thread_name.h"
 
 namespace wsbridge {
 namespace {
@@ -79,6 +80,9 @@ class DaemonImpl final : public Daemon {
     hooks.stats = &stats_;
     hooks.resume_seq = [this] { return writer_->committed_upstream_seq(); };  // once running
     hooks.events = &link_events_;
+    hooks.try_commit_inline = [this](std::vector<InboundFrame>* frames) {
+      return writer_->TryCommitInline(frames);  // the writer exists before the I/O thread runs
+    };
     auto up = Upstream::Create(config_, std::move(hooks));
     if (!up.ok()) return up.status();
     upstream_ = std::move(up).value();
@@ -138,11 +142,18 @@ class DaemonImpl final : public Daemon {
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-    std::thread writer([this] { writer_->Run(); });
-    std::thread replay([this] { replay_->Run(); });
+    std::thread writer([this] {
+      NameThisThread("wsb-writer");
+      writer_->Run();
+    });
+    std::thread replay([this] {
+      NameThisThread("wsb-replay");
+      replay_->Run();
+    });
     if (http_) http_->Start();
     int upstream_code = 0;
     std::thread io([this, &upstream_code] {
+      NameThisThread("wsb-upstream");
       upstream_code = upstream_->Run();
       // A fatal upstream condition ends the daemon as a signal would.
       upstream_done_ = true;

@@ -8,6 +8,7 @@
 #include <websocketpp/server.hpp>
 
 #include "bridge/metrics.h"
+#include "common/thread_name.h"
 
 namespace wsbridge {
 namespace {
@@ -79,7 +80,10 @@ class HttpServerImpl final : public HttpServer {
 
   void Start() override {
     if (thread_.joinable()) return;
-    thread_ = std::thread([this] { Serve(); });
+    thread_ = std::thread([this] {
+      NameThisThread("wsb-http");
+      Serve();
+    });
   }
 
   void BeginShutdown() override { shutting_down_ = true; }

@@ -1,9 +1,9 @@
 // InboundQueue: the bounded hand-off of received frames from the I/O thread to the writer.
 //
 // One producer (the upstream I/O thread) and one consumer (the writer thread). The bound is in
-// bytes: when Push() reports the high-water mark, the I/O thread pauses reading from the socket,
-// so the backlog stays in the upstream's TCP buffers, not in our memory (G7). The writer calls
-// the resume callback once the queue has drained below the low-water mark.
+// bytes: when PushAll() reports the high-water mark, the I/O thread pauses reading from the
+// socket, so the backlog stays in the upstream's TCP buffers, not in our memory (G7). The writer
+// calls the resume callback once the queue has drained below the low-water mark.
 //
 // The consumer sleeps in poll() on wake_fd(), an eventfd written only when the queue goes from
 // empty to non-empty: one syscall per batch, not per frame.
@@ -37,20 +37,31 @@ class InboundQueue {
   InboundQueue(const InboundQueue&) = delete;
   InboundQueue& operator=(const InboundQueue&) = delete;
 
-  // I/O thread. Returns true when the queue is now above its high-water mark: pause reading.
-  bool Push(InboundFrame&& f) {
+  // I/O thread. Moves every frame of *frames (which it leaves empty) to the back of the queue.
+  // Returns true when the queue is now above its high-water mark: pause reading.
+  bool PushAll(std::vector<InboundFrame>* frames) {
+    if (frames->empty()) return false;
     bool wake;
     bool over;
     {
       std::lock_guard<std::mutex> lock(mu_);
       wake = items_.empty();
-      bytes_ += f.payload.capacity() + f.topic.size() + kOverhead;
-      items_.push_back(std::move(f));
+      for (InboundFrame& f : *frames) {
+        bytes_ += f.payload.capacity() + f.topic.size() + kOverhead;
+        items_.push_back(std::move(f));
+      }
       over = bytes_ >= high_;
       if (over) paused_ = true;
     }
+    frames->clear();
     if (wake) Wake();
     return over;
+  }
+
+  // Any thread: nothing queued. (Only the producer adds, so for it the answer stays true.)
+  bool empty() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return items_.empty();
   }
 
   // Writer thread. Moves every queued frame into *out (which it clears first). Returns true when

@@ -35,9 +35,15 @@
 #include "bridge/logging.h"
 #include "bridge/writer.h"
 #include "bridge/ws_config.h"
+#include "common/thread_name.h"
 
 namespace wsbridge {
 namespace {
+
+// A socket read at most this big is offered to try_commit_inline (a low rate); a bigger one is
+// a busy feed, whose commits should overlap the reading of what follows.
+constexpr size_t kInlineMaxFrames = 32;
+constexpr size_t kInlineMaxBytes = 16 * 1024;
 
 std::string ReplaceLastSeq(std::string text, uint64_t last_seq) {
   static const std::string kToken = "{last_seq}";
@@ -671,6 +677,7 @@ class Link final : public Upstream {
     auth_cancel_ = false;
     auto guard = asio::make_work_guard(io_);  // Run() must not return before the result is in
     auth_thread_ = std::thread([this, id, guard = std::move(guard)]() mutable {
+      NameThisThread("wsb-auth");
       AuthResult r = RunAuthCommand(config_.upstream.auth_command, AuthTimeout(), auth_cancel_);
       asio::post(io_, [this, id, r = std::move(r)]() mutable { AfterAuth(id, std::move(r)); });
       guard.reset();
@@ -827,10 +834,28 @@ class Link final : public Upstream {
     hooks_.stats->frames_in.fetch_add(1, std::memory_order_relaxed);
     hooks_.stats->bytes_in.fetch_add(payload.size(), std::memory_order_relaxed);
     f.payload = std::move(payload);
-    if (hooks_.queue->Push(std::move(f)) && !paused_) {
+    read_bytes_ += f.payload.size();
+    read_frames_.push_back(std::move(f));
+    // websocketpp delivers every message of one socket read before it returns to the event
+    // loop: they are handed on together, after the last one.
+    if (!hand_off_posted_) {
+      hand_off_posted_ = true;
+      asio::post(io_, [this] { HandOff(); });
+    }
+  }
+
+  // A small read (a low rate: a few messages) is committed right here when the writer is idle,
+  // saving every message a thread hand-off. A large one goes to the writer through the queue,
+  // so that its commit overlaps reading the next one.
+  void HandOff() {
+    hand_off_posted_ = false;
+    const bool small = read_frames_.size() <= kInlineMaxFrames && read_bytes_ <= kInlineMaxBytes;
+    read_bytes_ = 0;
+    if (small && hooks_.try_commit_inline && hooks_.try_commit_inline(&read_frames_)) return;
+    if (hooks_.queue->PushAll(&read_frames_) && !paused_) {
       paused_ = true;
       hooks_.stats->reads_paused.fetch_add(1, std::memory_order_relaxed);
-      con_->pause_reading();
+      if (con_) con_->pause_reading();
     }
   }
 
@@ -990,6 +1015,9 @@ class Link final : public Upstream {
   ConnId con_id_ = 0;
   bool stopping_ = false;
   bool paused_ = false;
+  std::vector<InboundFrame> read_frames_;  // this socket read's frames, not yet handed on
+  size_t read_bytes_ = 0;
+  bool hand_off_posted_ = false;
   int exit_code_ = 0;
   std::string tls_error_;
   bool client_cert_requested_ = false;  // the TLS server asked for one and none is configured

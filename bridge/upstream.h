@@ -3,18 +3,21 @@
 // It owns an Asio io_context and a websocketpp client endpoint (ws:// or wss://, chosen by the
 // URL), and makes a new websocketpp connection per attempt. On every open it sends the resume
 // text with the last committed upstream seq, then protocol.on_open. Received data frames go to
-// the InboundQueue; application pongs and upstream acks are consumed here. Outbox rows arrive
+// the InboundQueue, one socket read at a time (or, when small, to try_commit_inline);
+// application pongs and upstream acks are consumed here. Outbox rows arrive
 // through Deliver() and are written in order after the resume and on_open texts. TLS verifies
 // the certificate chain and the host name (SNI is sent) unless upstream.tls.verify=false.
 //
 // Threading: Create() and Run() on the I/O thread's owner; Run() blocks on the I/O thread and
 // does all websocketpp work there. Stop() and ResumeReading() may be called from any thread;
-// they post to the I/O thread. Nothing here touches SQLite or ZeroMQ.
+// they post to the I/O thread. Nothing here touches SQLite or ZeroMQ (try_commit_inline does,
+// through the writer).
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bridge/config.h"
 #include "bridge/inbound_queue.h"
@@ -26,6 +29,9 @@ namespace wsbridge {
 
 struct UpstreamHooks {
   InboundQueue* queue = nullptr;
+  // Offered the frames of each small socket read: commits them on the I/O thread and returns
+  // true (frames taken), or returns false: they go to the queue. Optional.
+  std::function<bool(std::vector<InboundFrame>*)> try_commit_inline;
   Stats* stats = nullptr;
   // The last upstream seq committed to the journal: the resume point. Any-thread safe.
   std::function<uint64_t()> resume_seq;

@@ -27,12 +27,12 @@ int64_t WallNowNs() {
 Writer::Writer(WriterOptions options, std::unique_ptr<Store> store, zmq::context_t* ctx,
                InboundQueue* queue, LinkEvents* events, Stats* stats)
     : options_(std::move(options)),
-      store_(std::move(store)),
-      pub_(*ctx, zmq::socket_type::xpub),
       queue_(queue),
       stats_(stats),
-      outbound_(options_.outbound, ctx, stats),
-      link_events_(events) {
+      link_events_(events),
+      store_(std::move(store)),
+      pub_(*ctx, zmq::socket_type::xpub),
+      outbound_(options_.outbound, ctx, stats) {
   UpdateOutboxGauges();
   Cursor c = store_->cursor();
   epoch_ = c.epoch;
@@ -50,6 +50,7 @@ Status Writer::Bind() {
     pub_.set(zmq::sockopt::linger, 0);
     pub_.bind(options_.pub_endpoint);
     bound_endpoint_ = pub_.get(zmq::sockopt::last_endpoint);
+    pub_fd_ = pub_.get(zmq::sockopt::fd);
   } catch (const zmq::error_t& e) {
     return Status::InvalidArgument("zmq.pub: cannot bind " + options_.pub_endpoint + ": " +
                                    e.what());
@@ -162,10 +163,33 @@ void Writer::Publish(uint64_t first_seq) {
   stats_->published.fetch_add(batch_.inbound.size(), std::memory_order_relaxed);
 }
 
+bool Writer::TryCommitInline(std::vector<InboundFrame>* frames) {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  // Anything queued or pending would have to go first; a batch still here is a failed commit
+  // the writer retries; replies pending belong to the writer's turn. All of that: not idle.
+  if (!lock.owns_lock() || stop_.load() || !pending_.empty() || !batch_.empty() ||
+      outbound_.has_pending_replies() || !queue_->empty()) {
+    return false;
+  }
+  pending_.swap(*frames);  // both were empty: *frames keeps pending_'s capacity
+  while (!pending_.empty()) {
+    FillBatch();
+    if (!batch_.empty() && !CommitAndPublish()) {
+      queue_->Wake();  // the writer thread takes over the retry, and what is left
+      break;
+    }
+  }
+  DrainSubscriptions();  // the XPUB's notifications may have been consumed by these sends
+  return true;
+}
+
 void Writer::Run() {
-  zmq::pollitem_t items[] = {{pub_.handle(), 0, ZMQ_POLLIN, 0},
+  // The PUB socket is polled through its notification fd, not as a ZeroMQ socket: zmq_poll
+  // would use the socket outside mu_, while TryCommitInline() may be sending on it.
+  zmq::pollitem_t items[] = {{nullptr, pub_fd_, ZMQ_POLLIN, 0},
                              {outbound_.socket().handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, queue_->wake_fd(), ZMQ_POLLIN, 0}};
+  std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     MaybeTrim();
     DrainSubscriptions();
@@ -189,7 +213,9 @@ void Writer::Run() {
                         "resend them after the resume point", batch_.inbound.size());
           break;
         }
+        lock.unlock();
         poll(nullptr, 0, options_.retry_ms);
+        lock.lock();
         continue;
       }
     }
@@ -200,7 +226,9 @@ void Writer::Run() {
       if (pending_.empty()) break;
       continue;
     }
+    lock.unlock();
     zmq::poll(items, 3, std::chrono::milliseconds(1000));
+    lock.lock();
   }
 }
 

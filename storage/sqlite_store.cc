@@ -35,6 +35,8 @@
 #include <memory>
 #include <utility>
 
+#include "common/thread_name.h"
+
 namespace wsbridge {
 namespace sqlite {
 
@@ -359,6 +361,7 @@ class Checkpointer {
 
  private:
   void Loop() {
+    NameThisThread("wsb-checkpoint");
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       cv_.wait(lock, [this] { return due_ || stop_; });

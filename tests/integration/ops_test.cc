@@ -3,8 +3,10 @@
 // shutdown, secrets kept out of logs and --print-config, JSON log lines, rate-limited repeats.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -228,6 +230,31 @@ TEST(Ops, MetricsParseAndCountWhatTheUpstreamSent) {
   EXPECT_NE(
       HttpRequest(b.http_port, "/metrics").head.find("Content-Type: text/plain; version=0.0.4"),
       std::string::npos);
+  EXPECT_TRUE(ExitedZero(b.child.Kill(SIGTERM))) << b.child.Stderr();
+}
+
+// top -H and perf show which of the bridge's threads uses the CPU: each has a name.
+TEST(Ops, ThreadsAreNamed) {
+  TempDir dir;
+  int port = 0;
+  Child upstream = StartUpstream(dir.path(), {"--count=10", "--rate=0"}, &port);
+  ASSERT_NE(port, 0) << upstream.Stderr();
+  OpsBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("t.db"), {}, "bridge");
+  ASSERT_NE(b.http_port, 0) << b.child.Stderr();
+  const std::set<std::string> expected = {"wsb-upstream", "wsb-writer", "wsb-replay", "wsb-http",
+                                          "wsb-checkpoint"};
+  std::set<std::string> names;
+  ASSERT_TRUE(WaitFor([&] {
+    names.clear();
+    const std::string task = "/proc/" + std::to_string(b.child.pid()) + "/task";
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(task, ec)) {
+      std::string comm = ReadFileOrEmpty(t.path().string() + "/comm");
+      if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+      names.insert(comm);
+    }
+    return std::includes(names.begin(), names.end(), expected.begin(), expected.end());
+  })) << "threads: " << ::testing::PrintToString(names);
   EXPECT_TRUE(ExitedZero(b.child.Kill(SIGTERM))) << b.child.Stderr();
 }
 
