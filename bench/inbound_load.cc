@@ -14,10 +14,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <thread>
 #include <websocketpp/client.hpp>
-
 #include <websocketpp/config/asio_no_tls_client.hpp>
+
 #include "integration/harness.h"
 
 using namespace wsbridge::testing;
@@ -199,7 +202,57 @@ double Percentile(std::vector<int64_t> v, double p) {
 
 }  // namespace
 
+// The floor under the bridge's latency: ZeroMQ alone, a PUB in another process (this binary,
+// run as "zmq-publisher N") -> a SUB here, paced as the upstream paces 10 000 msg/s (a burst
+// every millisecond), 100 B messages that carry their send time in the first 8 bytes.
+int ZmqPublisherMain(int n) {
+  zmq::context_t ctx;
+  zmq::socket_t pub(ctx, zmq::socket_type::xpub);
+  pub.bind("tcp://127.0.0.1:*");
+  std::printf("publishing on %s\n", pub.get(zmq::sockopt::last_endpoint).c_str());
+  std::fflush(stdout);
+  zmq::message_t subscription;
+  if (!pub.recv(subscription)) return 1;  // blocks until the subscriber is there
+  const auto start = steady_clock::now();
+  for (int i = 0; i < n; ++i) {
+    if (i % 10 == 0) std::this_thread::sleep_until(start + microseconds(100 * i));
+    char body[100] = {};
+    const int64_t ts = WallNs();
+    std::memcpy(body, &ts, sizeof ts);
+    (void)pub.send(zmq::buffer(body, sizeof body), zmq::send_flags::dontwait);
+  }
+  return 0;
+}
+
+std::vector<int64_t> ZmqFloorLatency(const std::string& dir, int n) {
+  static int run = 0;
+  Child pub = Child::Start({std::filesystem::read_symlink("/proc/self/exe").string(),
+                            "0", "zmq-publisher", std::to_string(n)},
+                           dir, "zmq-floor" + std::to_string(++run));
+  std::vector<int64_t> out;
+  const auto endpoint = pub.WaitForOutput(R"(publishing on (tcp://[0-9.]+:\d+))", "out");
+  if (!endpoint) return out;
+  zmq::context_t ctx;
+  zmq::socket_t sub(ctx, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::subscribe, "");
+  sub.set(zmq::sockopt::rcvtimeo, 5000);
+  sub.connect(*endpoint);
+  zmq::message_t m;
+  for (int i = 0; i < n && sub.recv(m); ++i) {
+    const int64_t recv = WallNs();
+    int64_t ts = 0;
+    if (m.size() < sizeof ts) continue;
+    std::memcpy(&ts, m.data(), sizeof ts);
+    if (i > n / 10) out.push_back(recv - ts);  // skip the warm-up tenth, as the others do
+  }
+  pub.Kill(SIGTERM);
+  return out;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 3 && std::string(argv[2]) == "zmq-publisher") {
+    return ZmqPublisherMain(std::atoi(argv[3]));
+  }
   int scale = argc > 1 ? std::atoi(argv[1]) : 1;  // multiply message counts
   TempDir dir;
   std::printf("inbound throughput (messages/s, median of 3 interleaved runs), same machine, "
@@ -251,13 +304,16 @@ int main(int argc, char** argv) {
   // Latency: kRounds runs of each, raw and bridge interleaved. On a shared VM a run's p99 moves
   // with how much CPU other guests take ("steal" in /proc/stat): each run is printed with it,
   // then the medians.
-  std::vector<double> raw50, raw99, br50, br99, in50, in99;
+  std::vector<double> raw50, raw99, br50, br99, in50, in99, zmq50, zmq99;
   for (int round = 0; round < kRounds; ++round) {
     const double steal0 = StealSeconds();
     std::vector<int64_t> raw_lat;
     RawRate(dir.path(), 50000 * scale, 100, "10000", &raw_lat);
     BridgeRun lat = BridgeRate(dir.path(), 50000 * scale, 100, "10000", "process", true);
+    const std::vector<int64_t> floor_lat = ZmqFloorLatency(dir.path(), 50000 * scale);
     const double stolen_ms = (StealSeconds() - steal0) * 1e3;
+    zmq50.push_back(Percentile(floor_lat, 0.5));
+    zmq99.push_back(Percentile(floor_lat, 0.99));
     raw50.push_back(Percentile(raw_lat, 0.5));
     raw99.push_back(Percentile(raw_lat, 0.99));
     br50.push_back(Percentile(lat.latencies_ns, 0.5));
@@ -267,10 +323,11 @@ int main(int argc, char** argv) {
     std::printf("latency run %d (10000 msg/s, 100 B, durability=process, %zu samples): raw "
                 "websocketpp p50 %.0f us, p99 %.0f us | upstream send -> subscriber receipt "
                 "p50 %.0f us, p99 %.0f us, max %.0f us | inside the bridge p50 %.0f us, p99 "
-                "%.0f us | CPU taken by other guests meanwhile: %.0f ms\n",
+                "%.0f us | ZeroMQ alone p50 %.0f us, p99 %.0f us | CPU taken by other guests "
+                "meanwhile: %.0f ms\n",
                 round + 1, lat.latencies_ns.size(), raw50.back(), raw99.back(), br50.back(),
                 br99.back(), Percentile(lat.latencies_ns, 1.0), in50.back(), in99.back(),
-                stolen_ms);
+                zmq50.back(), zmq99.back(), stolen_ms);
   }
   std::printf("latency upstream send -> raw websocketpp client at 10000 msg/s, 100 B: "
               "p50 %.0f us, p99 %.0f us (median of %d runs)\n",
@@ -281,5 +338,8 @@ int main(int argc, char** argv) {
   std::printf("  of which inside the bridge (frame received -> subscriber receipt): p50 %.0f us, "
               "p99 %.0f us\n",
               median(in50), median(in99));
+  std::printf("latency ZeroMQ PUB -> SUB alone, another process, same pacing, 100 B: p50 %.0f us, "
+              "p99 %.0f us (median of %d runs; the floor under the bridge's last hop)\n",
+              median(zmq50), median(zmq99), kRounds);
   return 0;
 }
