@@ -1,7 +1,8 @@
 // Writer: the thread that makes inbound messages durable and then publishes them (G1, G2, G4).
 //
 // It owns the read-write Store and the ZeroMQ PUB socket (an XPUB, so that it can count
-// subscriptions); nobody else touches either. Its loop:
+// subscriptions); only TryCommitInline() (below) uses them from another thread, under mu_.
+// Its loop:
 // take every frame the I/O thread queued, drop duplicates (upstream seq not above the last one
 // accepted), commit them as ONE transaction (journal rows + cursor), and only then publish
 // [topic][Envelope] for each. Batches form by themselves: while one commit runs, the next
