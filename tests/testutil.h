@@ -1,17 +1,21 @@
-// Helpers shared by the tests: Status assertions, a temporary directory, whole-file I/O.
+// Helpers shared by the tests: Status assertions, waiting for a condition, a temporary
+// directory, whole-file I/O.
 // Header-only; for test code only. Nothing here is thread-safe beyond what gtest itself is.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "common/status.h"
@@ -32,6 +36,18 @@ template <typename T>
   const Status& s = StatusOf(value);
   if (s.ok()) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << expr_text << " is " << s.ToString();
+}
+
+// Polls `cond` every few milliseconds until it returns true or `timeout` passes (no sleeps as
+// synchronisation: a wait always has a condition). Any thread.
+inline bool WaitFor(const std::function<bool()>& cond,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
 }
 
 // A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.

@@ -2,7 +2,7 @@
 //
 // Child         a started binary whose stdout and stderr go to files in the test's directory
 //               (read them with Child::Output(); nothing can block on a full pipe)
-// WaitFor       polls a condition until it holds or a deadline passes (no sleeps as sync)
+// (WaitFor, which polls a condition until it holds or a deadline passes, is in testutil.h)
 // FreePort      a TCP port chosen by the OS (bind port 0, read it, close)
 // Subscriber    a ZeroMQ SUB socket that decodes [topic][Envelope]
 // ReceiveUntilSeq  a subscriber's run up to a seq: when its first and last message arrived
@@ -45,17 +45,6 @@ inline std::string Bin(const std::string& name) {
   std::string dir = BinDir();  // .../bridge; the tools live in ../tools
   if (name == "wsbridge") return dir + "/wsbridge";
   return dir + "/../tools/" + name;
-}
-
-// Polls `cond` every few milliseconds until it returns true or `timeout` passes.
-inline bool WaitFor(const std::function<bool()>& cond,
-                    std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
 }
 
 inline std::string ReadFileOrEmpty(const std::string& path) {

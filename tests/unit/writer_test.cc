@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -19,19 +20,12 @@
 namespace wsbridge {
 namespace {
 
-using std::chrono::milliseconds;
-using std::chrono::steady_clock;
 using testing::TempDir;
 
-template <typename Pred>
-bool WaitFor(Pred pred, milliseconds timeout = milliseconds(20000)) {
-  const auto deadline = steady_clock::now() + timeout;
-  while (!pred()) {
-    if (steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+// Every wait of these tests gives up after this.
+constexpr std::chrono::milliseconds kWait{20000};
+
+bool WaitFor(const std::function<bool()>& cond) { return testing::WaitFor(cond, kWait); }
 
 InboundFrame Frame(uint64_t upstream_seq) {
   InboundFrame f;
