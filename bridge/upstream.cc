@@ -807,9 +807,17 @@ class Link final : public Upstream {
 
   void OnMessage(ConnId id, MessagePtr msg) {
     if (id != con_id_) return;
-    policy_.OnActivity(Now(), id);
+    // websocketpp delivers every message of one socket read before it returns to the event
+    // loop: they are handed on together, after the last one, and the first one reads the
+    // clocks for all of them.
+    if (!hand_off_posted_) {
+      hand_off_posted_ = true;
+      read_at_unix_ns_ = WallNowNs();
+      policy_.OnActivity(Now(), id);
+      asio::post(io_, [this] { HandOff(); });
+    }
     InboundFrame f;
-    f.received_at_unix_ns = WallNowNs();
+    f.received_at_unix_ns = read_at_unix_ns_;
     f.binary = msg->get_opcode() == websocketpp::frame::opcode::binary;
     std::string& payload = msg->get_raw_payload();
     if (!f.binary && inspector_->active()) {
@@ -831,17 +839,9 @@ class Link final : public Upstream {
       f.topic = std::move(info.topic);
     }
     if (!f.upstream_seq) hooks_.stats->frames_no_seq.fetch_add(1, std::memory_order_relaxed);
-    hooks_.stats->frames_in.fetch_add(1, std::memory_order_relaxed);
-    hooks_.stats->bytes_in.fetch_add(payload.size(), std::memory_order_relaxed);
     f.payload = std::move(payload);
     read_bytes_ += f.payload.size();
     read_frames_.push_back(std::move(f));
-    // websocketpp delivers every message of one socket read before it returns to the event
-    // loop: they are handed on together, after the last one.
-    if (!hand_off_posted_) {
-      hand_off_posted_ = true;
-      asio::post(io_, [this] { HandOff(); });
-    }
   }
 
   // A small read (a low rate: a few messages) is committed right here when the writer is idle,
@@ -849,6 +849,9 @@ class Link final : public Upstream {
   // so that its commit overlaps reading the next one.
   void HandOff() {
     hand_off_posted_ = false;
+    if (read_frames_.empty()) return;  // only pongs and acks in this read
+    hooks_.stats->frames_in.fetch_add(read_frames_.size(), std::memory_order_relaxed);
+    hooks_.stats->bytes_in.fetch_add(read_bytes_, std::memory_order_relaxed);
     const bool small = read_frames_.size() <= kInlineMaxFrames && read_bytes_ <= kInlineMaxBytes;
     read_bytes_ = 0;
     if (small && hooks_.try_commit_inline && hooks_.try_commit_inline(&read_frames_)) return;
@@ -1017,6 +1020,7 @@ class Link final : public Upstream {
   bool paused_ = false;
   std::vector<InboundFrame> read_frames_;  // this socket read's frames, not yet handed on
   size_t read_bytes_ = 0;
+  int64_t read_at_unix_ns_ = 0;  // when this socket read's first message was delivered
   bool hand_off_posted_ = false;
   int exit_code_ = 0;
   std::string tls_error_;

@@ -40,6 +40,7 @@ class Stmt {
 
   // Parameters are 1-based, as in SQLite.
   void BindInt64(int index, int64_t value);
+  void BindNull(int index);
   void BindText(int index, std::string_view value);
   void BindBlob(int index, std::string_view value);
 
@@ -96,6 +97,8 @@ class Db {
   StatusOr<std::string> QueryText(const char* sql, std::string_view what);
   // Rows changed by the last INSERT/UPDATE/DELETE.
   int64_t Changes() const;
+  // Rowid of the last row inserted on this connection.
+  int64_t LastInsertRowid() const;
   bool InTransaction() const;
 
   sqlite3* get() const { return db_; }

@@ -40,7 +40,12 @@
 
 namespace wsbridge::testing {
 
-inline std::string BinDir() { return WSB_BIN_DIR; }
+// The build's bridge/ folder; WSB_BIN_DIR in the environment points the load tools at another
+// build's (an A/B of two builds with the same tool).
+inline std::string BinDir() {
+  const char* dir = std::getenv("WSB_BIN_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : WSB_BIN_DIR;
+}
 inline std::string Bin(const std::string& name) {
   std::string dir = BinDir();  // .../bridge; the tools live in ../tools
   if (name == "wsbridge") return dir + "/wsbridge";

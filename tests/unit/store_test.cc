@@ -814,6 +814,29 @@ TEST(StoreFailureTest, FailedCommitChangesNothingAndRetrySucceeds) {
   EXPECT_EQ(bounds.bytes, bounds_before.bytes + 2000u * 500u);
 }
 
+// Seqs after a commit's first row are SQLite's next rowid: a row past the cursor, which only
+// another program can have written, would shift them. The commit fails instead.
+TEST(StoreFailureTest, RowPastTheCursorFailsTheCommitAndChangesNothing) {
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  {
+    ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+    BatchResult r;
+    ASSERT_OK(store->Commit(Inbound(1, 10), &r));
+  }
+  RawSql(path, "INSERT INTO journal VALUES (50, 0, 't', x'00', 1, 0)");
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+  BatchResult r;
+  Status s = store->Commit(Inbound(11, 20), &r);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), Status::Code::kCorruption);
+  EXPECT_NE(s.message().find("rows past seq 10"), std::string::npos) << s.ToString();
+  EXPECT_EQ(store->cursor().last_seq, 10u);
+  std::vector<JournalRow> rows;
+  ASSERT_OK(store->ReadJournal(11, 49, "", 100, &rows));
+  EXPECT_TRUE(rows.empty()) << rows.size() << " row(s) of the failed commit kept";
+}
+
 // ---------------------------------------------------------------------------------------------
 // Retention
 
