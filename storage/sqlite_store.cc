@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -339,7 +340,11 @@ Status CreateSchema(Db& db) {
 // writer thread, and (synchronous=NORMAL) fsyncs the database file there: a stall of tens of
 // milliseconds for every ~4 MB written, seen as the inbound p99. Here the writer's connection
 // has wal_autocheckpoint off; its wal_hook only notes the WAL size, and this thread, on its
-// own connection, runs PASSIVE checkpoints, which never block the writer or readers.
+// own connection, runs PASSIVE checkpoints, which never block the writer or readers. Woken
+// once the WAL passes kPagesThreshold, it then runs a pass every kRecheck until one copies
+// everything with no commit meanwhile (the next commit starts the WAL over) or the WAL passes
+// kRestartFrames (the writer finishes the checkpoint itself, see WalHook): a committing thread
+// never pays for waking it while it works.
 //
 // Owned by the read-write SqliteStore; Notify() is called on the writer thread (from the
 // wal_hook), everything else on the checkpointer's own thread.
@@ -347,6 +352,9 @@ class Checkpointer {
  public:
   static constexpr int kPagesThreshold = 1000;  // SQLite's own default
   static constexpr int kRestartFrames = 8 * kPagesThreshold;
+  // While the WAL stays over the threshold, the next pass starts this long after the last one
+  // ended, by the checkpointer's own clock: a busy writer never wakes it.
+  static constexpr std::chrono::milliseconds kRecheck{50};
 
   explicit Checkpointer(Db db) : db_(std::move(db)), thread_([this] { Loop(); }) {}
   ~Checkpointer() {
@@ -358,8 +366,18 @@ class Checkpointer {
     thread_.join();
   }
 
+  std::atomic<uint64_t> writer_checkpoints{0};  // run by the writer itself (WalHook), for tests
+
+  // Writer thread, after each commit. Wakes the checkpointer (a syscall, and a cross-CPU
+  // wake-up the committing thread pays for) only when it sleeps with nothing to do.
   void Notify(int wal_pages) {
-    if (wal_pages < kPagesThreshold) return;
+    wal_pages_.store(wal_pages, std::memory_order_relaxed);
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    // Past kRestartFrames the writer finishes the checkpoint itself (WalHook).
+    if (wal_pages < kPagesThreshold || wal_pages > kRestartFrames ||
+        busy_.load(std::memory_order_relaxed)) {
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (due_) return;
@@ -373,14 +391,31 @@ class Checkpointer {
     NameThisThread("wsb-checkpoint");
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
+      busy_.store(false, std::memory_order_relaxed);
       cv_.wait(lock, [this] { return due_ || stop_; });
-      if (stop_) return;
+      // From here until the WAL is small again, this thread schedules its own passes.
+      busy_.store(true, std::memory_order_relaxed);
       due_ = false;
-      lock.unlock();
-      int log_frames = 0, done_frames = 0;
-      sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                &done_frames);
-      lock.lock();
+      while (!stop_) {
+        lock.unlock();
+        const uint64_t commits_before = commits_.load(std::memory_order_relaxed);
+        int log_frames = 0, done_frames = 0;
+        int rc = sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                           &log_frames, &done_frames);
+        lock.lock();
+        // All copied and nothing committed meanwhile: the next commit starts the WAL over.
+        if (rc != SQLITE_OK || (done_frames >= log_frames &&
+                                commits_.load(std::memory_order_relaxed) == commits_before)) {
+          break;
+        }
+        if (cv_.wait_for(lock, kRecheck, [this] { return stop_; })) break;
+        // Past kRestartFrames, step aside: a pass of ours running when the writer tries its
+        // own would make that one fail, and the writer would try again, fsyncs and all, on
+        // every commit until one got through.
+        const int pages = wal_pages_.load(std::memory_order_relaxed);
+        if (pages < kPagesThreshold || pages > kRestartFrames) break;
+      }
+      if (stop_) return;
     }
   }
 
@@ -389,6 +424,9 @@ class Checkpointer {
   std::condition_variable cv_;
   bool due_ = false;
   bool stop_ = false;
+  std::atomic<int> wal_pages_{0};  // the WAL's size after the latest commit
+  std::atomic<uint64_t> commits_{0};  // Notify() calls: commits since the start
+  std::atomic<bool> busy_{false};  // in its own pass loop: Notify() need not wake it
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
@@ -399,11 +437,16 @@ int WalHook(void* arg, sqlite3* db, const char*, int pages) {
   // the writer itself finishes the checkpoint (the background one has already copied most of
   // it), and its next transaction restarts the WAL: bounded disk use, one short stall per
   // kRestartFrames pages instead of one per kPagesThreshold.
+  auto* checkpointer = static_cast<Checkpointer*>(arg);
   if (pages > Checkpointer::kRestartFrames) {
-    sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    // SQLITE_BUSY while a background pass runs: nothing done, tried again at the next commit.
+    if (sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) ==
+        SQLITE_OK) {
+      checkpointer->writer_checkpoints.fetch_add(1, std::memory_order_relaxed);
+    }
     return SQLITE_OK;
   }
-  static_cast<Checkpointer*>(arg)->Notify(pages);
+  checkpointer->Notify(pages);
   return SQLITE_OK;
 }
 
@@ -425,6 +468,9 @@ class SqliteStore final : public Store {
   StatusOr<uint64_t> TrimJournal(int64_t now_unix_ns, uint64_t max_delete) override;
 
   StatusOr<int64_t> SetMaxPageCount(int64_t max_pages);
+  uint64_t WriterCheckpoints() const {
+    return checkpointer_ ? checkpointer_->writer_checkpoints.load() : 0;
+  }
 
  private:
   // What a Commit changes in memory: all of it moves together, after COMMIT succeeded.
@@ -993,6 +1039,12 @@ StatusOr<int64_t> SqliteStore::SetMaxPageCount(int64_t max_pages) {
 
 StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   return SqliteStore::Open(options);
+}
+
+StatusOr<uint64_t> WriterCheckpointsForTesting(Store& store) {
+  auto* sqlite_store = dynamic_cast<SqliteStore*>(&store);
+  if (sqlite_store == nullptr) return Status::InvalidArgument("not an SQLite store");
+  return sqlite_store->WriterCheckpoints();
 }
 
 StatusOr<int64_t> SetMaxPageCountForTesting(Store& store, int64_t max_pages) {

@@ -117,4 +117,8 @@ class Db {
 // the current size is raised to it by SQLite. Returns the limit now in force.
 StatusOr<int64_t> SetMaxPageCountForTesting(Store& store, int64_t max_pages);
 
+// Tests only: how many WAL checkpoints the committing thread ran itself (past the restart
+// threshold), as opposed to the background checkpointer's passes.
+StatusOr<uint64_t> WriterCheckpointsForTesting(Store& store);
+
 }  // namespace wsbridge
