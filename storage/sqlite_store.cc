@@ -438,15 +438,13 @@ int WalHook(void* arg, sqlite3* db, const char*, int pages) {
   // it), and its next transaction restarts the WAL: bounded disk use, one short stall per
   // kRestartFrames pages instead of one per kPagesThreshold.
   auto* checkpointer = static_cast<Checkpointer*>(arg);
-  if (pages > Checkpointer::kRestartFrames) {
-    // SQLITE_BUSY while a background pass runs: nothing done, tried again at the next commit.
-    if (sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) ==
-        SQLITE_OK) {
-      checkpointer->writer_checkpoints.fetch_add(1, std::memory_order_relaxed);
-    }
-    return SQLITE_OK;
+  checkpointer->Notify(pages);  // every commit: the checkpointer steps aside past the threshold
+  // SQLITE_BUSY while a background pass runs: nothing done, tried again at the next commit.
+  if (pages > Checkpointer::kRestartFrames &&
+      sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) ==
+          SQLITE_OK) {
+    checkpointer->writer_checkpoints.fetch_add(1, std::memory_order_relaxed);
   }
-  checkpointer->Notify(pages);
   return SQLITE_OK;
 }
 
