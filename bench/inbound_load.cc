@@ -123,31 +123,6 @@ double RawRate(const std::string& dir, int n, int bytes, const std::string& rate
   return got == n ? (n - 1) / Seconds(last - first) : 0;
 }
 
-// The subscriber of a bridge run: receives [topic][Envelope] until seq `end_seq` (or nothing
-// comes for `timeout`), reusing its message and Envelope buffers as a lean application would,
-// so that the run measures the bridge rather than this tool's allocations; reads the clock at
-// the first and the last message only, as the raw client does. Calls on_message(envelope).
-template <typename OnMessage>
-ReceivedSpan ReceiveRun(zmq::socket_t& sub, uint64_t end_seq, milliseconds timeout,
-                        OnMessage on_message) {
-  sub.set(zmq::sockopt::rcvtimeo, static_cast<int>(timeout.count()));
-  ReceivedSpan span;
-  zmq::message_t topic, body;
-  wsbridge::v1::Envelope env;
-  while (sub.recv(topic) && topic.more() && sub.recv(body)) {
-    if (!env.ParseFromArray(body.data(), static_cast<int>(body.size()))) break;
-    if (span.received++ == 0) {
-      span.first = steady_clock::now();
-      span.first_seq = env.seq();
-    }
-    span.last_seq = env.seq();
-    on_message(env);
-    if (span.last_seq >= end_seq) break;
-  }
-  span.last = steady_clock::now();
-  return span;
-}
-
 struct BridgeRun {
   double rate = 0;
   CpuPerMessage cpu;
@@ -168,10 +143,7 @@ BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string
                               "--set=heartbeat.interval_ms=0"},
                              &ep, tag + "-bridge");
   zmq::context_t ctx;
-  zmq::socket_t sub(ctx, zmq::socket_type::sub);
-  sub.set(zmq::sockopt::rcvhwm, 0);
-  sub.set(zmq::sockopt::subscribe, "");
-  sub.connect(ep.pub);
+  Subscriber sub(ctx, ep.pub);
   bridge.WaitForOutput("subscription to topic prefix", "err");
   Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=" + rate,
                                  "--history=" + std::to_string(n),
@@ -183,7 +155,7 @@ BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string
   simdjson::dom::parser parser;
   const uint64_t end_seq = static_cast<uint64_t>(n);
   const ReceivedSpan got =
-      ReceiveRun(sub, end_seq, seconds(20), [&](const wsbridge::v1::Envelope& env) {
+      ReceiveUntilSeq(sub, end_seq, seconds(20), [&](const wsbridge::v1::Envelope& env) {
         if (latency && env.seq() > static_cast<uint64_t>(n / 10)) {  // skip the warm-up tenth
           int64_t recv = WallNs();
           simdjson::dom::element doc;
