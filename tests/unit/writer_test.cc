@@ -48,14 +48,12 @@ class WriterTest : public ::testing::Test {
   void SetUp() override {
     StoreOptions so;
     so.path = dir_.File("bridge.db");
-    auto store = Store::Open(so);
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Store::Open(so));
     WriterOptions wo;
     wo.pub_endpoint = "tcp://127.0.0.1:*";
     wo.outbound.endpoint = "tcp://127.0.0.1:*";
-    writer_ = std::make_unique<Writer>(wo, std::move(store).value(), &ctx_, &queue_, &events_,
-                                       &stats_);
-    ASSERT_TRUE(writer_->Bind().ok());
+    writer_ = std::make_unique<Writer>(wo, std::move(store), &ctx_, &queue_, &events_, &stats_);
+    ASSERT_OK(writer_->Bind());
     sub_.set(zmq::sockopt::subscribe, "");
     sub_.set(zmq::sockopt::rcvtimeo, 20000);
     sub_.connect(writer_->pub_endpoint());
