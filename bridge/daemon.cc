@@ -21,11 +21,10 @@
 namespace wsbridge {
 namespace {
 
-// Backpressure bounds of the inbound hand-off (bytes of payload queued for the writer).
+// Backpressure bound of the inbound hand-off (bytes of frames queued for the writer).
 // 8 MiB is ~40 ms of 200 k msg/s of 100-byte frames: enough to ride out a slow commit, small
 // enough that the writer's taken batch plus a refilled queue stay far below G7's 64 MiB.
 constexpr size_t kQueueHighWater = 8u << 20;
-constexpr size_t kQueueLowWater = 2u << 20;
 
 // How long an orderly stop may take before the process exits anyway (k8s waits 30 s by
 // default before SIGKILL; systemd 90 s).
@@ -69,7 +68,7 @@ class DaemonImpl final : public Daemon {
  public:
   explicit DaemonImpl(const Config& config)
       : config_(config),
-        queue_(kQueueHighWater, kQueueLowWater),
+        queue_(kQueueHighWater),
         link_events_([this] { queue_.Wake(); }) {}
 
   Status Init() {

@@ -1,9 +1,10 @@
 // InboundQueue: the bounded hand-off of received frames from the I/O thread to the writer.
 //
 // One producer (the upstream I/O thread) and one consumer (the writer thread). The bound is in
-// bytes: when PushAll() reports the high-water mark, the I/O thread pauses reading from the
-// socket, so the backlog stays in the upstream's TCP buffers, not in our memory (G7). The writer
-// calls the resume callback once the queue has drained below the low-water mark.
+// bytes: while it collects a socket read's frames, the I/O thread asks WouldReachHighWater() and
+// pauses reading from the socket when it says so, so the backlog stays in the upstream's TCP
+// buffers, not in our memory (G7). It tells PushAll() it paused; the writer's next PopAll()
+// reports that, and the writer then calls the resume callback.
 //
 // The consumer sleeps in poll() on wake_fd(), an eventfd written only when the queue goes from
 // empty to non-empty: one syscall per batch, not per frame.
@@ -12,11 +13,13 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace wsbridge {
@@ -31,31 +34,43 @@ struct InboundFrame {
 
 class InboundQueue {
  public:
-  InboundQueue(size_t high_water_bytes, size_t low_water_bytes)
-      : high_(high_water_bytes), low_(low_water_bytes), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  explicit InboundQueue(size_t high_water_bytes)
+      : high_(high_water_bytes), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~InboundQueue() { if (fd_ >= 0) close(fd_); }
   InboundQueue(const InboundQueue&) = delete;
   InboundQueue& operator=(const InboundQueue&) = delete;
 
+  // What a frame counts for against the bounds.
+  static size_t Cost(const InboundFrame& f) {
+    return f.payload.capacity() + f.topic.size() + kOverhead;
+  }
+
+  // I/O thread: would the queue reach its high-water mark with frames costing `more` added?
+  // (The writer may have emptied it meanwhile: then the reader pauses once more than needed,
+  // and is resumed as soon as the writer takes what it pushes.)
+  bool WouldReachHighWater(size_t more) const {
+    return bytes_.load(std::memory_order_relaxed) + more >= high_;
+  }
+
   // I/O thread. Moves every frame of *frames (which it leaves empty) to the back of the queue.
-  // Returns true when the queue is now above its high-water mark: pause reading.
-  bool PushAll(std::vector<InboundFrame>* frames) {
-    if (frames->empty()) return false;
+  // `reader_paused`: the reader paused itself before this push (it pushes at least one frame
+  // then); the writer's next PopAll() says so, and only then.
+  void PushAll(std::vector<InboundFrame>* frames, bool reader_paused) {
+    if (frames->empty()) return;
     bool wake;
-    bool over;
     {
       std::lock_guard<std::mutex> lock(mu_);
       wake = items_.empty();
+      size_t bytes = bytes_.load(std::memory_order_relaxed);
       for (InboundFrame& f : *frames) {
-        bytes_ += f.payload.capacity() + f.topic.size() + kOverhead;
+        bytes += Cost(f);
         items_.push_back(std::move(f));
       }
-      over = bytes_ >= high_;
-      if (over) paused_ = true;
+      bytes_.store(bytes, std::memory_order_relaxed);
+      if (reader_paused) paused_ = true;
     }
     frames->clear();
     if (wake) Wake();
-    return over;
   }
 
   // Any thread: nothing queued. (Only the producer adds, so for it the answer stays true.)
@@ -65,19 +80,15 @@ class InboundQueue {
   }
 
   // Writer thread. Moves every queued frame into *out (which it clears first). Returns true when
-  // the reader was paused and the queue is now below the low-water mark: call the resume hook.
+  // the reader paused for what it took: call the resume hook.
   bool PopAll(std::vector<InboundFrame>* out) {
     out->clear();
     uint64_t drained;
     (void)!read(fd_, &drained, sizeof drained);
     std::lock_guard<std::mutex> lock(mu_);
     out->swap(items_);
-    bytes_ = 0;
-    if (paused_ && bytes_ <= low_) {
-      paused_ = false;
-      return true;
-    }
-    return false;
+    bytes_.store(0, std::memory_order_relaxed);
+    return std::exchange(paused_, false);
   }
 
   // Wakes the consumer (also used to deliver "stop").
@@ -91,11 +102,10 @@ class InboundQueue {
   // Per-frame cost beyond the payload: the frame itself and its topic's allocation.
   static constexpr size_t kOverhead = sizeof(InboundFrame) + 32;
   const size_t high_;
-  const size_t low_;
   const int fd_;
   std::mutex mu_;
   std::vector<InboundFrame> items_;
-  size_t bytes_ = 0;
+  std::atomic<size_t> bytes_{0};  // written under mu_; read without it by WouldReachHighWater()
   bool paused_ = false;
 };
 

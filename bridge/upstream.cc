@@ -841,7 +841,18 @@ class Link final : public Upstream {
     if (!f.upstream_seq) hooks_.stats->frames_no_seq.fetch_add(1, std::memory_order_relaxed);
     f.payload = std::move(payload);
     read_bytes_ += f.payload.size();
+    read_cost_ += InboundQueue::Cost(f);
     read_frames_.push_back(std::move(f));
+    if (!paused_ && hooks_.queue->WouldReachHighWater(read_cost_)) {
+      // Paused here, inside websocketpp's read handler, and not through pause_reading(): that
+      // one is posted, so it lands after the handler has already started the next socket read,
+      // and a resume_reading() overtaking that read starts a second read into the same buffer
+      // (a lost or garbled stream: websocketpp issue #1050). Set now, the flag stops the
+      // handler's next read; while paused no read is in flight, and resume starts the only one.
+      paused_ = true;
+      hooks_.stats->reads_paused.fetch_add(1, std::memory_order_relaxed);
+      con_->handle_pause_reading();
+    }
   }
 
   // A small read (a low rate: a few messages) is committed right here when the writer is idle,
@@ -854,12 +865,14 @@ class Link final : public Upstream {
     hooks_.stats->bytes_in.fetch_add(read_bytes_, std::memory_order_relaxed);
     const bool small = read_frames_.size() <= kInlineMaxFrames && read_bytes_ <= kInlineMaxBytes;
     read_bytes_ = 0;
-    if (small && hooks_.try_commit_inline && hooks_.try_commit_inline(&read_frames_)) return;
-    if (hooks_.queue->PushAll(&read_frames_) && !paused_) {
-      paused_ = true;
-      hooks_.stats->reads_paused.fetch_add(1, std::memory_order_relaxed);
-      if (con_) con_->pause_reading();
+    read_cost_ = 0;
+    // Paused (by this read: none follows while paused), the frames go to the queue: the
+    // writer's PopAll() of them is what resumes reading.
+    if (!paused_ && small && hooks_.try_commit_inline &&
+        hooks_.try_commit_inline(&read_frames_)) {
+      return;
     }
+    hooks_.queue->PushAll(&read_frames_, paused_);
   }
 
   void OnPong(ConnId id) {
@@ -1017,9 +1030,10 @@ class Link final : public Upstream {
   ConnectionPtr con_;
   ConnId con_id_ = 0;
   bool stopping_ = false;
-  bool paused_ = false;
+  bool paused_ = false;  // reading paused for backpressure; no socket read in flight meanwhile
   std::vector<InboundFrame> read_frames_;  // this socket read's frames, not yet handed on
   size_t read_bytes_ = 0;
+  size_t read_cost_ = 0;  // the same frames as InboundQueue counts them
   int64_t read_at_unix_ns_ = 0;  // when this socket read's first message was delivered
   bool hand_off_posted_ = false;
   int exit_code_ = 0;

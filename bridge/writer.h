@@ -74,7 +74,7 @@ class Writer {
 
   std::string send_endpoint() const { return outbound_.endpoint(); }
 
-  // Called by the writer thread when the reader may resume (queue drained below low water).
+  // Called by the writer thread when it took frames the reader paused after: resume reading.
   void set_resume_reader(std::function<void()> fn) { resume_reader_ = std::move(fn); }
   // Called by the writer thread to hand outbox rows to the upstream (it must not block).
   void set_deliver(Outbound::DeliverFn fn) { deliver_ = std::move(fn); }
