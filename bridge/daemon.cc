@@ -1,6 +1,7 @@
 #include "bridge/daemon.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -100,6 +101,11 @@ class DaemonImpl final : public Daemon {
     spdlog::info("storage: {} (epoch {:016x}, last seq {}, last upstream seq {})", so.path,
                  c.epoch, c.last_seq, c.last_upstream_seq);
 
+    // ZeroMQ's I/O thread is woken for nearly every batch the writer publishes. As SCHED_BATCH
+    // it does not preempt the thread that woke it (it runs on the other core if that is idle,
+    // else when the waker yields): at full rate the writer was preempted once per ~90
+    // messages. Measured: p50 at 10 000 msg/s 163-187 -> 112-114 us (README, Performance).
+    zmq_.set(zmq::ctxopt::thread_sched_policy, SCHED_BATCH);
     WriterOptions wo;
     wo.pub_endpoint = config_.zmq.pub;
     wo.pub_hwm = config_.zmq.pub_hwm;

@@ -2,6 +2,7 @@
 // /metrics checked with a real Prometheus parser against what was sent, graceful and forced
 // shutdown, secrets kept out of logs and --print-config, JSON log lines, rate-limited repeats.
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -234,6 +235,7 @@ TEST(Ops, MetricsParseAndCountWhatTheUpstreamSent) {
 }
 
 // top -H and perf show which of the bridge's threads uses the CPU: each has a name.
+// (And the one ZeroMQ starts has the scheduling policy the bridge gives it.)
 TEST(Ops, ThreadsAreNamed) {
   TempDir dir;
   int port = 0;
@@ -255,6 +257,16 @@ TEST(Ops, ThreadsAreNamed) {
     }
     return std::includes(names.begin(), names.end(), expected.begin(), expected.end());
   })) << "threads: " << ::testing::PrintToString(names);
+  // ZeroMQ's I/O thread runs SCHED_BATCH: woken per published batch, it must not preempt the
+  // thread that woke it (README, Performance).
+  int zmq_io = 0;
+  const std::string task = "/proc/" + std::to_string(b.child.pid()) + "/task";
+  for (const auto& t : std::filesystem::directory_iterator(task)) {
+    if (ReadFileOrEmpty(t.path().string() + "/comm").rfind("ZMQbg/IO/", 0) != 0) continue;
+    ++zmq_io;
+    EXPECT_EQ(sched_getscheduler(std::stoi(t.path().filename().string())), SCHED_BATCH);
+  }
+  EXPECT_EQ(zmq_io, 1);
   EXPECT_TRUE(ExitedZero(b.child.Kill(SIGTERM))) << b.child.Stderr();
 }
 
