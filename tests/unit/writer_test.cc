@@ -108,7 +108,7 @@ class WriterTest : public ::testing::Test {
 
 TEST_F(WriterTest, InlineWaitsForWhatIsQueuedAndThenFollowsIt) {
   std::vector<InboundFrame> queued = Frames(1, 3);
-  queue_.PushAll(&queued, false);
+  queue_.PushAll(&queued, /*reader_paused=*/false);
   std::vector<InboundFrame> later = Frames(4, 5);
   // Frames are queued: committing these first would put them before 1..3.
   EXPECT_FALSE(writer_->TryCommitInline(&later));
@@ -166,7 +166,7 @@ TEST_F(WriterTest, BothWaysMixedUnderLoadKeepOrderAndLoseNothing) {
         ++inline_reads;
       } else {
         ++queued_reads;
-        queue_.PushAll(&read, false);
+        queue_.PushAll(&read, /*reader_paused=*/false);
         // Sometimes the next read comes only once the writer has taken this one (a pause in
         // the feed), so that inline offers also follow queued frames.
         if (rng() % 2 == 0) ASSERT_TRUE(WaitFor([this] { return queue_.empty(); }));
