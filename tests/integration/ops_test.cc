@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <vector>
 
 #include "integration/harness.h"
 #include "storage/store.h"
@@ -246,27 +247,24 @@ TEST(Ops, ThreadsAreNamed) {
   const std::set<std::string> expected = {"wsb-upstream", "wsb-writer", "wsb-replay", "wsb-http",
                                           "wsb-checkpoint"};
   std::set<std::string> names;
+  std::vector<int> zmq_io_tids;  // ZeroMQ's I/O threads ("ZMQbg/IO/0")
   ASSERT_TRUE(WaitFor([&] {
     names.clear();
+    zmq_io_tids.clear();
     const std::string task = "/proc/" + std::to_string(b.child.pid()) + "/task";
     std::error_code ec;
     for (const auto& t : std::filesystem::directory_iterator(task, ec)) {
       std::string comm = ReadFileOrEmpty(t.path().string() + "/comm");
       if (!comm.empty() && comm.back() == '\n') comm.pop_back();
       names.insert(comm);
+      if (comm.rfind("ZMQbg/IO/", 0) == 0) zmq_io_tids.push_back(std::stoi(t.path().filename()));
     }
     return std::includes(names.begin(), names.end(), expected.begin(), expected.end());
   })) << "threads: " << ::testing::PrintToString(names);
   // ZeroMQ's I/O thread runs SCHED_BATCH: woken per published batch, it must not preempt the
   // thread that woke it (README, Performance).
-  int zmq_io = 0;
-  const std::string task = "/proc/" + std::to_string(b.child.pid()) + "/task";
-  for (const auto& t : std::filesystem::directory_iterator(task)) {
-    if (ReadFileOrEmpty(t.path().string() + "/comm").rfind("ZMQbg/IO/", 0) != 0) continue;
-    ++zmq_io;
-    EXPECT_EQ(sched_getscheduler(std::stoi(t.path().filename().string())), SCHED_BATCH);
-  }
-  EXPECT_EQ(zmq_io, 1);
+  ASSERT_EQ(zmq_io_tids.size(), 1u);
+  EXPECT_EQ(sched_getscheduler(zmq_io_tids[0]), SCHED_BATCH);
   EXPECT_TRUE(ExitedZero(b.child.Kill(SIGTERM))) << b.child.Stderr();
 }
 
