@@ -102,7 +102,7 @@ size_t Writer::FillBatch() {
   return pending_pos_ - start;
 }
 
-bool Writer::CommitAndPublish() {
+bool Writer::CommitAndPublish(bool give_back_payloads) {
   BatchResult result;
   int64_t t0 = NowNs();
   Status s = store_->Commit(batch_, &result);
@@ -135,6 +135,10 @@ bool Writer::CommitAndPublish() {
   outbound_.OnCommitted(result);
   // G1: only now, after the commit, do the messages leave the process.
   Publish(result.first_seq);
+  if (give_back_payloads) {
+    for (InboundMessage& m : batch_.inbound) spent_.push_back(std::move(m.payload));
+    queue_->GiveBack(&spent_);
+  }
   batch_.clear();
   if (outbox_changed) UpdateOutboxGauges();
   return true;
@@ -147,7 +151,7 @@ void Writer::Publish(uint64_t first_seq) {
     env.set_seq(seq++);
     env.set_upstream_seq(m.upstream_seq);
     env.set_topic(m.topic);
-    env.set_payload(std::move(m.payload));
+    env.mutable_payload()->swap(m.payload);  // lent to the envelope, returned below
     env.set_binary(m.binary);
     env.set_received_at_unix_ns(m.received_at_unix_ns);
     env.set_epoch(epoch_);
@@ -155,6 +159,7 @@ void Writer::Publish(uint64_t first_seq) {
     zmq::message_t topic(m.topic.data(), m.topic.size());
     zmq::message_t body(env.ByteSizeLong());
     env.SerializeWithCachedSizesToArray(static_cast<uint8_t*>(body.data()));
+    m.payload.swap(*env.mutable_payload());
     // PUB never blocks: past the high-water mark a slow subscriber misses messages and gets
     // them back through replay (the journal is the source of truth).
     auto sent = pub_.send(topic, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
@@ -174,7 +179,8 @@ bool Writer::TryCommitInline(std::vector<InboundFrame>* frames) {
   pending_.swap(*frames);  // both were empty: *frames keeps pending_'s capacity
   while (!pending_.empty()) {
     FillBatch();
-    if (!batch_.empty() && !CommitAndPublish()) {
+    // On the I/O thread, which allocated the payloads: they are freed here.
+    if (!batch_.empty() && !CommitAndPublish(/*give_back_payloads=*/false)) {
       queue_->Wake();  // the writer thread takes over the retry, and what is left
       break;
     }
@@ -206,7 +212,7 @@ void Writer::Run() {
     }
     if (batch_.inbound.empty()) FillBatch();
     if (!batch_.empty()) {
-      if (!CommitAndPublish()) {
+      if (!CommitAndPublish(/*give_back_payloads=*/true)) {
         // Inbound rows stay in the batch for the retry; producers got REJECTED_STORAGE.
         if (stopping) {
           spdlog::error("storage: stopping with {} uncommitted message(s); the upstream will "

@@ -97,7 +97,10 @@ class Writer {
  private:
   // Builds the batch from pending_ (dedup, gap detection). Returns how many frames it consumed.
   size_t FillBatch();
-  bool CommitAndPublish();  // false: commit failed, batch kept for retry
+  // False: the commit failed, the batch is kept for the retry. `give_back_payloads`: on the
+  // writer thread, the published payloads go back to the I/O thread to be freed there
+  // (InboundQueue::GiveBack says why).
+  bool CommitAndPublish(bool give_back_payloads);
   void Publish(uint64_t first_seq);
   void MaybeTrim();  // journal retention in small steps
   void DrainSubscriptions();  // XPUB: count (un)subscriptions for logs and metrics
@@ -126,6 +129,7 @@ class Writer {
   std::vector<InboundFrame> pending_;  // popped from the queue, not yet in a batch
   size_t pending_pos_ = 0;
   Batch batch_;
+  std::vector<std::string> spent_;  // published payloads on their way to GiveBack()
   uint64_t accepted_upstream_seq_ = 0;  // highest upstream seq in the journal or current batch
   int64_t last_trim_ns_ = 0;
   std::vector<LinkEvent> events_;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 
+#include <string>
 #include <vector>
 
 namespace wsbridge {
@@ -66,6 +67,42 @@ TEST(InboundQueue, WakesOnlyWhenItGoesFromEmptyToNot) {
   q.PushAll(&frames, /*reader_paused=*/false);
   EXPECT_FALSE(Woken(q)) << "not empty before: the consumer was woken already";
   EXPECT_FALSE(q.empty());
+}
+
+std::vector<std::string> Payloads(int n, size_t bytes) {
+  std::vector<std::string> v(n);
+  for (std::string& s : v) s.assign(bytes, 'x');
+  return v;
+}
+
+TEST(InboundQueue, GivenBackPayloadsAreFreedByTheNextPush) {
+  InboundQueue q(1 << 20);
+  std::vector<std::string> spent = Payloads(3, 1000);
+  size_t bytes = 0;
+  for (const std::string& s : spent) bytes += s.capacity();
+  q.GiveBack(&spent);
+  EXPECT_TRUE(spent.empty());
+  EXPECT_EQ(q.given_back_bytes(), bytes);
+  spent = Payloads(2, 1000);
+  q.GiveBack(&spent);
+  EXPECT_EQ(q.given_back_bytes(), bytes * 5 / 3)
+      << "a second pile joins the first";
+  std::vector<InboundFrame> frames = Frames(1, 10);
+  q.PushAll(&frames, /*reader_paused=*/false);
+  EXPECT_EQ(q.given_back_bytes(), 0u) << "the I/O thread's push frees them";
+}
+
+TEST(InboundQueue, PastHighWaterTheWriterFreesWhatWaited) {
+  std::vector<std::string> spent = Payloads(4, 1000);
+  const size_t each = spent[0].capacity();
+  InboundQueue q(6 * each);
+  q.GiveBack(&spent);
+  spent = Payloads(2, 1000);
+  q.GiveBack(&spent);
+  EXPECT_EQ(q.given_back_bytes(), 6 * each) << "up to the high-water mark, it all waits";
+  spent = Payloads(1, 1000);
+  q.GiveBack(&spent);
+  EXPECT_EQ(q.given_back_bytes(), each) << "past it, only the newest pile waits";
 }
 
 }  // namespace
