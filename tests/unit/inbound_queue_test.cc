@@ -85,8 +85,7 @@ TEST(InboundQueue, GivenBackPayloadsAreFreedByTheNextPush) {
   EXPECT_EQ(q.given_back_bytes(), bytes);
   spent = Payloads(2, 1000);
   q.GiveBack(&spent);
-  EXPECT_EQ(q.given_back_bytes(), bytes * 5 / 3)
-      << "a second pile joins the first";
+  EXPECT_EQ(q.given_back_bytes(), bytes * 5 / 3) << "a second pile joins the first";
   std::vector<InboundFrame> frames = Frames(1, 10);
   q.PushAll(&frames, /*reader_paused=*/false);
   EXPECT_EQ(q.given_back_bytes(), 0u) << "the I/O thread's push frees them";
