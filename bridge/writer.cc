@@ -135,7 +135,7 @@ bool Writer::CommitAndPublish(bool give_back_payloads) {
   outbound_.OnCommitted(result);
   // G1: only now, after the commit, do the messages leave the process.
   Publish(result.first_seq);
-  if (give_back_payloads) {
+  if (give_back_payloads && !batch_.inbound.empty()) {
     for (InboundMessage& m : batch_.inbound) spent_.push_back(std::move(m.payload));
     queue_->GiveBack(&spent_);
   }
