@@ -37,6 +37,9 @@ double Seconds(steady_clock::duration d) { return duration<double>(d).count(); }
 // thread, slowed with it (200 000 messages: raw 0.51-1.2 M/s over 12 runs; with this history,
 // 1 000 000 messages: 1.05-1.32 M/s).
 constexpr int kHistory = 50000;
+// Messages of the throughput runs, 100 B and 4 KiB (times the scale argument).
+constexpr int kMessages100B = 1000000;
+constexpr int kMessages4KiB = 50000;
 std::string HistoryFlag(int n) { return "--history=" + std::to_string(std::min(n, kHistory)); }
 
 // CPU seconds (user + system) a child process has used so far, from /proc/<pid>/stat.
@@ -277,7 +280,8 @@ int main(int argc, char** argv) {
               "bridge/power", "ratio");
   const std::string mode = argc > 2 ? argv[2] : "";  // "latency" or "bridge": one part only
   if (mode == "bridge") {  // the 100 B bridge run alone, e.g. to profile it
-    const BridgeRun run = BridgeRate(dir.path(), 1000000 * scale, 100, "0", "process", false);
+    const BridgeRun run =
+        BridgeRate(dir.path(), kMessages100B * scale, 100, "0", "process", false);
     std::printf("bridge, 100 B, process: %.0f/s; CPU per message: upstream %.2f us, bridge "
                 "%.2f us, subscriber %.2f us\n",
                 run.rate, run.cpu.upstream, run.cpu.bridge, run.cpu.client);
@@ -294,7 +298,7 @@ int main(int argc, char** argv) {
   };
   for (int bytes : {100, 4096}) {
     if (latency_only) break;
-    int n = (bytes == 100 ? 1000000 : 50000) * scale;
+    int n = (bytes == 100 ? kMessages100B : kMessages4KiB) * scale;
     std::vector<double> raws, processes, powers;
     CpuPerMessage raw_cpu;
     BridgeRun process;
