@@ -751,8 +751,11 @@ TEST(StoreJournalTest, WalStartsOverUnderABusyWriter) {
   }
   struct stat st;
   ASSERT_EQ(::stat((path + "-wal").c_str(), &st), 0);
-  const double written = 4000.0 * 8 * 4096;  // at least a page per row
-  EXPECT_LT(static_cast<double>(st.st_size), 0.75 * written)
+  // Each row needs a page of its own, a WAL frame of 4096 + 24 bytes: a WAL that never started
+  // over holds at least all of them. How soon it starts over depends on the background
+  // checkpointer's progress, i.e. on the machine's load, so that is all the size can tell.
+  const double written = 4000.0 * 8 * 4096;
+  EXPECT_LT(static_cast<double>(st.st_size), 4000.0 * 8 * (4096 + 24))
       << "WAL " << st.st_size << " bytes: it never started over";
   // Each checkpoint the committing thread runs itself fsyncs twice inside a commit: about one
   // per 16 000 frames written (a restart), not one per commit until a restart gets through.
