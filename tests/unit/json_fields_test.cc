@@ -33,6 +33,27 @@ TEST(JsonFields, NestedDottedPaths) {
   EXPECT_EQ(info.topic, "eth");
 }
 
+// A dotted path walks objects by exact key and arrays by decimal index, as the JSON pointer it
+// stands for would: "a.1.b" is /a/1/b; "01" is not an index; a key may hold '/' or '~'.
+TEST(JsonFields, PathsThroughArraysAndOddKeys) {
+  InspectorOptions o;
+  o.seq_field = "batch.1.seq";
+  o.topic_field = "a/b.~c";
+  auto fi = Make(o);
+  auto info = fi->Inspect(R"({"batch":[{"seq":1},{"seq":2}],"a/b":{"~c":"t"}})");
+  ASSERT_TRUE(info.upstream_seq);
+  EXPECT_EQ(*info.upstream_seq, 2u);
+  EXPECT_EQ(info.topic, "t");
+  EXPECT_FALSE(fi->Inspect(R"({"batch":[{"seq":1}]})").upstream_seq);  // index past the end
+  EXPECT_TRUE(fi->Inspect(R"({"batch":{"1":{"seq":3}}})").upstream_seq);  // a key "1"
+  o.seq_field = "batch.01.seq";
+  EXPECT_FALSE(Make(o)->Inspect(R"({"batch":[{"seq":1},{"seq":2}]})").upstream_seq);
+  o.seq_field = "x..y";  // an empty key in the middle
+  auto empty_key = Make(o)->Inspect(R"({"x":{"":{"y":9}}})");
+  ASSERT_TRUE(empty_key.upstream_seq);
+  EXPECT_EQ(*empty_key.upstream_seq, 9u);
+}
+
 TEST(JsonFields, MissingFieldsAreDataWithoutSeq) {
   auto fi = Make();
   auto info = fi->Inspect(R"({"data":1})");
