@@ -95,7 +95,16 @@ struct Batch {
   bool empty() const {
     return inbound.empty() && outbound.empty() && delivered_up_to == 0 && acked_ids.empty();
   }
-  void clear() { *this = Batch(); }
+  // Back to empty, keeping the vectors' capacity: a busy writer fills one batch after another
+  // (growing a fresh vector each time was ~1 % of its time).
+  void clear() {
+    inbound.clear();
+    last_upstream_seq = 0;
+    outbound.clear();
+    delivered_up_to = 0;
+    acked_ids.clear();
+    now_unix_ns = 0;
+  }
 };
 
 struct BatchResult {
