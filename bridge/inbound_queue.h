@@ -13,8 +13,8 @@
 // allocating thread's arena lock, and the I/O thread, busy allocating every frame, holds it
 // often: under load the writer slept on that lock 53-144 times per 200 000 frames, 33-50 ms in
 // all, up to 6 ms at a time when the holder had been preempted. So the writer gives the
-// payloads it has published back (GiveBack), and the I/O thread frees them at its next
-// PushAll().
+// payloads it has published back (GiveBack), and at its next PushAll() the I/O thread puts
+// them in its PayloadPool, where the next frames it receives take their buffers from.
 #pragma once
 
 #include <sys/eventfd.h>
@@ -28,6 +28,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "bridge/payload_pool.h"
 
 namespace wsbridge {
 
@@ -62,7 +64,8 @@ class InboundQueue {
   // I/O thread. Moves every frame of *frames (which it leaves empty) to the back of the queue.
   // `reader_paused`: the reader paused itself before this push (it pushes at least one frame
   // then); the writer's next PopAll() says so, and only then.
-  // It also frees the payloads given back since its last push, outside the lock.
+  // It also takes the payloads given back since its last push into the calling thread's
+  // PayloadPool (or frees them), outside the lock.
   void PushAll(std::vector<InboundFrame>* frames, bool reader_paused) {
     if (frames->empty()) return;
     bool wake;
@@ -80,6 +83,7 @@ class InboundQueue {
       given_back_bytes_ = 0;
     }
     frames->clear();
+    if (PayloadPool* pool = PayloadPool::ThisThread()) pool->PutAll(&freeing_);
     freeing_.clear();
     if (wake) Wake();
   }
@@ -150,7 +154,7 @@ class InboundQueue {
   bool paused_ = false;
   std::vector<std::string> given_back_;  // under mu_
   size_t given_back_bytes_ = 0;          // under mu_: their capacities
-  std::vector<std::string> freeing_;     // I/O thread only (PushAll)
+  std::vector<std::string> freeing_;     // I/O thread only (PushAll): on their way to the pool
 };
 
 }  // namespace wsbridge

@@ -1,0 +1,75 @@
+// PayloadPool: spare payload strings, so that a received frame is read into the buffer of one
+// published before it instead of a new malloc (and a free of the old one).
+//
+// The payloads the writer has published come back to the upstream I/O thread
+// (InboundQueue::GiveBack, then PushAll); they land in that thread's pool instead of being
+// freed, and websocketpp's message manager (RecyclingMessages, ws_recycling.h) takes the next
+// frames' buffers from it. Under load every payload had been one malloc on the I/O thread and
+// one free there after it came back: ~10 % of the thread's time.
+//
+// One pool per thread (ThisThread()), no locks; bounded in count and in the capacity it keeps.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace wsbridge {
+
+class PayloadPool {
+ public:
+  // Bounds: strings kept, and the largest capacity kept (a bigger one is freed: one large
+  // message must not pin its buffer for the small ones that follow).
+  static constexpr size_t kMaxStrings = 8192;
+  static constexpr size_t kMaxCapacity = 16384;
+
+  // The calling thread's pool; nullptr once the thread's pools are being destroyed.
+  static PayloadPool* ThisThread();
+
+  // Takes the strings of *spent (leaving it empty): kept while within bounds, else freed.
+  void PutAll(std::vector<std::string>* spent) {
+    for (std::string& s : *spent) {
+      if (spare_.size() >= kMaxStrings) break;
+      if (s.capacity() <= kMaxCapacity) spare_.push_back(std::move(s));
+    }
+    spent->clear();
+  }
+
+  // An empty string with capacity for `size` bytes: a spare one when the last one given back
+  // fits without wasting more than about its size (a queue bounded in bytes counts capacity),
+  // else a new one.
+  std::string Take(size_t size) {
+    std::string s;
+    if (!spare_.empty()) {
+      const size_t capacity = spare_.back().capacity();
+      if (capacity >= size && capacity <= 2 * size + 64) {
+        s.swap(spare_.back());
+        s.clear();
+      }
+      spare_.pop_back();  // a misfit is freed: the next one is tried next time
+    }
+    s.reserve(size);
+    return s;
+  }
+
+  size_t spare() const { return spare_.size(); }
+
+ private:
+  std::vector<std::string> spare_;
+};
+
+namespace payload_pool_detail {
+struct Holder {
+  static inline thread_local bool alive = false;  // trivially destructible: readable to the end
+  PayloadPool pool;
+  Holder() { alive = true; }
+  ~Holder() { alive = false; }
+};
+}  // namespace payload_pool_detail
+
+inline PayloadPool* PayloadPool::ThisThread() {
+  thread_local payload_pool_detail::Holder holder;
+  return payload_pool_detail::Holder::alive ? &holder.pool : nullptr;
+}
+
+}  // namespace wsbridge
