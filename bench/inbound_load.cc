@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 #include <websocketpp/client.hpp>
 #include <websocketpp/config/asio_no_tls_client.hpp>
@@ -42,9 +43,9 @@ constexpr int kMessages100B = 1000000;
 constexpr int kMessages4KiB = 50000;
 std::string HistoryFlag(int n) { return "--history=" + std::to_string(std::min(n, kHistory)); }
 
-// CPU seconds (user + system) a child process has used so far, from /proc/<pid>/stat.
-double ChildCpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+// CPU seconds (user + system) used so far, from a stat file of /proc.
+double StatCpuSeconds(const std::string& stat_path) {
+  std::ifstream in(stat_path);
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   size_t p = stat.rfind(')');  // the command name may hold spaces
   if (p == std::string::npos) return 0;
@@ -58,6 +59,24 @@ double ChildCpuSeconds(pid_t pid) {
   return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
 }
 
+// CPU seconds a child process has used so far, all its threads.
+double ChildCpuSeconds(pid_t pid) { return StatCpuSeconds("/proc/" + std::to_string(pid) + "/stat"); }
+
+// CPU seconds each thread of a child process has used so far, by thread name (threads of the
+// same name summed), from /proc/<pid>/task/*/stat.
+std::map<std::string, double> ChildThreadCpuSeconds(pid_t pid) {
+  std::map<std::string, double> out;
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    out[name] += StatCpuSeconds((task.path() / "stat").string());
+  }
+  return out;
+}
+
 // CPU seconds this process (the measuring client) has used so far.
 double SelfCpuSeconds() {
   rusage u{};
@@ -68,6 +87,7 @@ double SelfCpuSeconds() {
 // Microseconds of CPU per message, per process of one run: where a 2-core machine's time goes.
 struct CpuPerMessage {
   double upstream = 0, bridge = 0, client = 0;
+  std::map<std::string, double> bridge_threads;  // the bridge's share, by thread name
 };
 
 // CPU time the hypervisor gave other guests while this one wanted it ("steal", all CPUs), from
@@ -164,6 +184,7 @@ BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string
   BridgeRun out;
   const double self0 = SelfCpuSeconds();
   const double bridge0 = ChildCpuSeconds(bridge.pid());  // its start-up is not the run's
+  const std::map<std::string, double> threads0 = ChildThreadCpuSeconds(bridge.pid());
   simdjson::dom::parser parser;
   const uint64_t end_seq = static_cast<uint64_t>(n);
   const ReceivedSpan got =
@@ -194,6 +215,11 @@ BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string
   }
   out.cpu.upstream = ChildCpuSeconds(up.pid()) * 1e6 / n;
   out.cpu.bridge = (ChildCpuSeconds(bridge.pid()) - bridge0) * 1e6 / n;
+  for (const auto& [name, seconds] : ChildThreadCpuSeconds(bridge.pid())) {
+    const auto before = threads0.find(name);
+    out.cpu.bridge_threads[name] =
+        (seconds - (before == threads0.end() ? 0 : before->second)) * 1e6 / n;
+  }
   out.cpu.client = (SelfCpuSeconds() - self0) * 1e6 / n;
   bridge.Kill(SIGTERM);
   up.Kill(SIGTERM);
@@ -285,6 +311,11 @@ int main(int argc, char** argv) {
     std::printf("bridge, 100 B, process: %.0f/s; CPU per message: upstream %.2f us, bridge "
                 "%.2f us, subscriber %.2f us\n",
                 run.rate, run.cpu.upstream, run.cpu.bridge, run.cpu.client);
+    std::printf("  the bridge's threads, CPU per message:");
+    for (const auto& [name, us] : run.cpu.bridge_threads) {
+      if (us >= 0.005) std::printf(" %s %.2f us", name.c_str(), us);
+    }
+    std::printf("\n");
     return 0;
   }
   const bool latency_only = mode == "latency";
