@@ -4,8 +4,8 @@
 // The payloads the writer has published come back to the upstream I/O thread
 // (InboundQueue::GiveBack, then PushAll); they land in that thread's pool instead of being
 // freed, and websocketpp's message manager (RecyclingMessages, ws_recycling.h) takes the next
-// frames' buffers from it. Under load every payload had been one malloc on the I/O thread and
-// one free there after it came back: ~10 % of the thread's time.
+// frames' buffers from it. Until then every payload was one malloc on the I/O thread and one
+// free there after it came back (see ws_recycling.h for what the two saved).
 //
 // One pool per thread (ThisThread()), no locks; bounded in count and in the capacity it keeps.
 #pragma once
@@ -18,9 +18,10 @@ namespace wsbridge {
 
 class PayloadPool {
  public:
-  // Bounds: strings kept, and the largest capacity kept (a bigger one is freed: one large
-  // message must not pin its buffer for the small ones that follow).
-  static constexpr size_t kMaxStrings = 8192;
+  // Bounds: the capacity kept in all (a socket read's worth of frames needs far less), and the
+  // largest capacity kept (a bigger one is freed: one large message must not pin its buffer
+  // for the small ones that follow).
+  static constexpr size_t kMaxBytes = 2 << 20;
   static constexpr size_t kMaxCapacity = 16384;
 
   // The calling thread's pool; nullptr once the thread's pools are being destroyed.
@@ -29,8 +30,11 @@ class PayloadPool {
   // Takes the strings of *spent (leaving it empty): kept while within bounds, else freed.
   void PutAll(std::vector<std::string>* spent) {
     for (std::string& s : *spent) {
-      if (spare_.size() >= kMaxStrings) break;
-      if (s.capacity() <= kMaxCapacity) spare_.push_back(std::move(s));
+      const size_t capacity = s.capacity();
+      if (capacity <= kMaxCapacity && bytes_ + capacity <= kMaxBytes) {
+        bytes_ += capacity;
+        spare_.push_back(std::move(s));
+      }
     }
     spent->clear();
   }
@@ -47,15 +51,18 @@ class PayloadPool {
         s.clear();
       }
       spare_.pop_back();  // a misfit is freed: the next one is tried next time
+      bytes_ -= capacity;
     }
     s.reserve(size);
     return s;
   }
 
   size_t spare() const { return spare_.size(); }
+  size_t spare_bytes() const { return bytes_; }
 
  private:
   std::vector<std::string> spare_;
+  size_t bytes_ = 0;  // the capacity of spare_'s strings
 };
 
 namespace payload_pool_detail {

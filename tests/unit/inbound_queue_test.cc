@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 
+#include "bridge/payload_pool.h"
+
 #include <string>
 #include <vector>
 
@@ -75,7 +77,7 @@ std::vector<std::string> Payloads(int n, size_t bytes) {
   return v;
 }
 
-TEST(InboundQueue, GivenBackPayloadsAreFreedByTheNextPush) {
+TEST(InboundQueue, GivenBackPayloadsGoToThePushingThreadsPool) {
   InboundQueue q(1 << 20);
   std::vector<std::string> spent = Payloads(3, 1000);
   size_t bytes = 0;
@@ -86,9 +88,11 @@ TEST(InboundQueue, GivenBackPayloadsAreFreedByTheNextPush) {
   spent = Payloads(2, 1000);
   q.GiveBack(&spent);
   EXPECT_EQ(q.given_back_bytes(), bytes * 5 / 3) << "a second pile joins the first";
+  const size_t spare_before = PayloadPool::ThisThread()->spare();
   std::vector<InboundFrame> frames = Frames(1, 10);
   q.PushAll(&frames, /*reader_paused=*/false);
-  EXPECT_EQ(q.given_back_bytes(), 0u) << "the I/O thread's push frees them";
+  EXPECT_EQ(q.given_back_bytes(), 0u) << "the I/O thread's push takes them";
+  EXPECT_EQ(PayloadPool::ThisThread()->spare(), spare_before + 5) << "into its pool";
 }
 
 TEST(InboundQueue, PastHighWaterTheWriterFreesWhatWaited) {
