@@ -68,14 +68,19 @@ class InboundQueue {
   // PayloadPool (or frees them), outside the lock.
   void PushAll(std::vector<InboundFrame>* frames, bool reader_paused) {
     if (frames->empty()) return;
+    // As little as possible under the lock: the writer waits for it, and on a busy machine the
+    // holder may be preempted inside (the writer then slept 3-10 ms at a time).
+    size_t cost = 0;
+    for (const InboundFrame& f : *frames) cost += Cost(f);
     bool wake;
     {
       std::lock_guard<std::mutex> lock(mu_);
       wake = items_.empty();
-      size_t bytes = bytes_.load(std::memory_order_relaxed);
-      for (InboundFrame& f : *frames) {
-        bytes += Cost(f);
-        items_.push_back(std::move(f));
+      const size_t bytes = bytes_.load(std::memory_order_relaxed) + cost;
+      if (items_.empty()) {
+        items_.swap(*frames);  // the usual case: the writer took the last push already
+      } else {
+        for (InboundFrame& f : *frames) items_.push_back(std::move(f));
       }
       bytes_.store(bytes, std::memory_order_relaxed);
       if (reader_paused) paused_ = true;
