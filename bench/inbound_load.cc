@@ -187,19 +187,21 @@ BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string
   const std::map<std::string, double> threads0 = ChildThreadCpuSeconds(bridge.pid());
   simdjson::dom::parser parser;
   const uint64_t end_seq = static_cast<uint64_t>(n);
-  const ReceivedSpan got =
-      ReceiveUntilSeq(sub, end_seq, seconds(20), [&](const wsbridge::v1::Envelope& env) {
-        if (latency && env.seq() > static_cast<uint64_t>(n / 10)) {  // skip the warm-up tenth
-          int64_t recv = WallNs();
-          simdjson::dom::element doc;
-          int64_t ts = 0;
-          if (parser.parse(env.payload()).get(doc) == simdjson::SUCCESS &&
-              doc.at_pointer("/data/ts_ns").get_int64().get(ts) == simdjson::SUCCESS) {
-            out.latencies_ns.push_back(recv - ts);
-            out.in_bridge_ns.push_back(recv - env.received_at_unix_ns());
-          }
-        }
-      });
+  auto take_latency = [&](const wsbridge::v1::Envelope& env) {
+    if (env.seq() <= static_cast<uint64_t>(n / 10)) return;  // skip the warm-up tenth
+    int64_t recv = WallNs();
+    simdjson::dom::element doc;
+    int64_t ts = 0;
+    if (parser.parse(env.payload()).get(doc) == simdjson::SUCCESS &&
+        doc.at_pointer("/data/ts_ns").get_int64().get(ts) == simdjson::SUCCESS) {
+      out.latencies_ns.push_back(recv - ts);
+      out.in_bridge_ns.push_back(recv - env.received_at_unix_ns());
+    }
+  };
+  // Throughput: the subscriber reads each message's seq and counts, as the raw client counts
+  // frames. Latency: it decodes each envelope, for the send time inside the payload.
+  const ReceivedSpan got = latency ? ReceiveUntilSeq(sub, end_seq, seconds(20), take_latency)
+                                   : ReceiveUntilSeq(sub, end_seq, seconds(20));
   if (got.last_seq == end_seq && got.last_seq > got.first_seq) {
     out.rate = got.Rate();
     const uint64_t span = got.last_seq - got.first_seq + 1;

@@ -35,6 +35,9 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include "testutil.h"
 #include "wsbridge.pb.h"
 
@@ -262,6 +265,21 @@ class Subscriber {
     if (!sock_.recv(topic_) || !topic_.more() || !sock_.recv(body_)) return false;
     return env->ParseFromArray(body_.data(), static_cast<int>(body_.size()));
   }
+  // The leanest form, for an application that only counts: the next message's seq alone, read
+  // from the envelope's wire form (CodedInputStream) without decoding the rest.
+  bool ReceiveSeq(uint64_t* seq) {
+    if (!sock_.recv(topic_) || !topic_.more() || !sock_.recv(body_)) return false;
+    using google::protobuf::internal::WireFormatLite;
+    google::protobuf::io::CodedInputStream in(static_cast<const uint8_t*>(body_.data()),
+                                              static_cast<int>(body_.size()));
+    const uint32_t seq_tag =
+        WireFormatLite::MakeTag(v1::Envelope::kSeqFieldNumber, WireFormatLite::WIRETYPE_VARINT);
+    for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+      if (tag == seq_tag) return in.ReadVarint64(seq);
+      if (!WireFormatLite::SkipField(&in, tag)) return false;
+    }
+    return false;
+  }
 
  private:
   zmq::socket_t sock_;
@@ -283,33 +301,46 @@ struct ReceivedSpan {
 };
 
 // Receives from `sub` until a message with seq >= end_seq arrives or none comes within
-// `timeout`; calls on_message(envelope) on each as it arrives. Returns the span received. Lean,
-// as an application that counts would be (buffers reused, the clock read at the first message
-// and at the end only), so that a load tool measures the bridge rather than this loop: `last`
-// is when the loop ended, which is when seq end_seq arrived unless the run fell short.
-template <typename OnMessage>
-ReceivedSpan ReceiveUntilSeq(Subscriber& sub, uint64_t end_seq, std::chrono::milliseconds timeout,
-                             OnMessage on_message) {
+// `timeout`: receive(&seq) takes the next message and tells its seq (false: none came). Returns
+// the span received. Lean, as an application that counts would be (buffers reused, the clock
+// read at the first message and at the end only), so that a load tool measures the bridge
+// rather than this loop: `last` is when the loop ended, which is when seq end_seq arrived
+// unless the run fell short.
+template <typename Receive>
+ReceivedSpan ReceiveSpan(Subscriber& sub, uint64_t end_seq, std::chrono::milliseconds timeout,
+                         Receive receive) {
   sub.SetTimeout(timeout);
   ReceivedSpan span;
-  v1::Envelope env;
-  while (sub.ReceiveInto(&env)) {
+  uint64_t seq = 0;
+  while (receive(&seq)) {
     if (span.received++ == 0) {
       span.first = std::chrono::steady_clock::now();
-      span.first_seq = env.seq();
+      span.first_seq = seq;
     }
-    span.last_seq = env.seq();
-    on_message(env);
-    if (span.last_seq >= end_seq) break;
+    span.last_seq = seq;
+    if (seq >= end_seq) break;
   }
   span.last = std::chrono::steady_clock::now();
   return span;
 }
 
-// ReceiveUntilSeq without a look at each message.
+// ReceiveSpan that decodes each envelope whole and calls on_message(envelope) on it.
+template <typename OnMessage>
+ReceivedSpan ReceiveUntilSeq(Subscriber& sub, uint64_t end_seq, std::chrono::milliseconds timeout,
+                             OnMessage on_message) {
+  v1::Envelope env;
+  return ReceiveSpan(sub, end_seq, timeout, [&](uint64_t* seq) {
+    if (!sub.ReceiveInto(&env)) return false;
+    *seq = env.seq();
+    on_message(env);
+    return true;
+  });
+}
+
+// ReceiveSpan reading each message's seq only, as an application that counts them would.
 inline ReceivedSpan ReceiveUntilSeq(Subscriber& sub, uint64_t end_seq,
                                     std::chrono::milliseconds timeout) {
-  return ReceiveUntilSeq(sub, end_seq, timeout, [](const v1::Envelope&) {});
+  return ReceiveSpan(sub, end_seq, timeout, [&](uint64_t* seq) { return sub.ReceiveSeq(seq); });
 }
 
 }  // namespace wsbridge::testing
