@@ -132,8 +132,11 @@ websocketpp::lib::error_code FinishMessage(MsgMetadata& msg, Deflate& deflate) {
 }  // namespace ws_detail
 }  // namespace wsbridge
 
-// Explicit specializations for our two configurations only (declared here, before any use).
-#define WSBRIDGE_WHOLE_MESSAGE_UTF8(Config)                                                     \
+// Explicit specializations for our two configurations only (declared here, before any use):
+// the whole-message UTF-8 check above, and get_message() handing the finished message over by
+// move (websocketpp 0.8.2 copies the shared_ptr, then resets the original: two atomic
+// reference-count operations per message for nothing).
+#define WSBRIDGE_PROCESSOR_SPECIALIZATIONS(Config)                                              \
   template <>                                                                                   \
   inline size_t websocketpp::processor::hybi13<Config>::process_payload_bytes(                 \
       uint8_t* buf, size_t len, lib::error_code& ec) {                                          \
@@ -147,7 +150,15 @@ websocketpp::lib::error_code FinishMessage(MsgMetadata& msg, Deflate& deflate) {
     lib::error_code ec = wsbridge::ws_detail::FinishMessage(*m_current_msg, m_permessage_deflate); \
     if (!ec) m_state = READY;                                                                   \
     return ec;                                                                                  \
+  }                                                                                             \
+  template <>                                                                                   \
+  inline websocketpp::processor::hybi13<Config>::message_ptr                                   \
+  websocketpp::processor::hybi13<Config>::get_message() {                                      \
+    if (!ready()) return message_ptr();                                                         \
+    message_ptr ret = std::move(m_current_msg->msg_ptr); /* m_control_msg's or m_data_msg's */  \
+    this->reset_headers();                                                                      \
+    return ret;                                                                                 \
   }
-WSBRIDGE_WHOLE_MESSAGE_UTF8(wsbridge::WsClientConfig)
-WSBRIDGE_WHOLE_MESSAGE_UTF8(wsbridge::WssClientConfig)
-#undef WSBRIDGE_WHOLE_MESSAGE_UTF8
+WSBRIDGE_PROCESSOR_SPECIALIZATIONS(wsbridge::WsClientConfig)
+WSBRIDGE_PROCESSOR_SPECIALIZATIONS(wsbridge::WssClientConfig)
+#undef WSBRIDGE_PROCESSOR_SPECIALIZATIONS
