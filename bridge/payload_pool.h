@@ -7,7 +7,8 @@
 // frames' buffers from it. Until then every payload was one malloc on the I/O thread and one
 // free there after it came back (see ws_recycling.h for what the two saved).
 //
-// One pool per thread (ThisThread()), no locks; bounded in count and in the capacity it keeps.
+// One pool per thread (ThisThread()), no locks; bounded in bytes and in the largest buffer it
+// keeps.
 #pragma once
 
 #include <cstddef>
