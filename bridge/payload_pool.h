@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "bridge/per_thread.h"
+
 namespace wsbridge {
 
 class PayloadPool {
@@ -66,18 +68,6 @@ class PayloadPool {
   size_t bytes_ = 0;  // the capacity of spare_'s strings
 };
 
-namespace payload_pool_detail {
-struct Holder {
-  static inline thread_local bool alive = false;  // trivially destructible: readable to the end
-  PayloadPool pool;
-  Holder() { alive = true; }
-  ~Holder() { alive = false; }
-};
-}  // namespace payload_pool_detail
-
-inline PayloadPool* PayloadPool::ThisThread() {
-  thread_local payload_pool_detail::Holder holder;
-  return payload_pool_detail::Holder::alive ? &holder.pool : nullptr;
-}
+inline PayloadPool* PayloadPool::ThisThread() { return PerThread<PayloadPool>::Get(); }
 
 }  // namespace wsbridge

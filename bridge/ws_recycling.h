@@ -21,6 +21,7 @@
 #include <websocketpp/frame.hpp>
 
 #include "bridge/payload_pool.h"
+#include "bridge/per_thread.h"
 
 namespace wsbridge {
 
@@ -32,37 +33,30 @@ class BlockFreeList {
  public:
   static constexpr size_t kMaxBlocks = 4096;
   static void* Allocate() {
-    Holder& h = Get();
-    if (Holder::alive && !h.blocks.empty()) {
-      void* p = h.blocks.back();
-      h.blocks.pop_back();
+    Blocks* list = PerThread<Blocks>::Get();
+    if (list != nullptr && !list->blocks.empty()) {
+      void* p = list->blocks.back();
+      list->blocks.pop_back();
       return p;
     }
     return ::operator new(kBytes);
   }
   static void Free(void* p) {
-    Holder& h = Get();
-    if (Holder::alive && h.blocks.size() < kMaxBlocks) {
-      h.blocks.push_back(p);
+    Blocks* list = PerThread<Blocks>::Get();
+    if (list != nullptr && list->blocks.size() < kMaxBlocks) {
+      list->blocks.push_back(p);
       return;
     }
     ::operator delete(p);
   }
 
  private:
-  struct Holder {
-    static inline thread_local bool alive = false;
+  struct Blocks {
     std::vector<void*> blocks;
-    Holder() { alive = true; }
-    ~Holder() {
-      alive = false;
+    ~Blocks() {
       for (void* p : blocks) ::operator delete(p);
     }
   };
-  static Holder& Get() {
-    thread_local Holder holder;
-    return holder;
-  }
 };
 
 template <typename T>
