@@ -63,16 +63,12 @@ double StatCpuSeconds(const std::string& stat_path) {
 double ChildCpuSeconds(pid_t pid) { return StatCpuSeconds("/proc/" + std::to_string(pid) + "/stat"); }
 
 // CPU seconds each thread of a child process has used so far, by thread name (threads of the
-// same name summed), from /proc/<pid>/task/*/stat.
+// same name summed), from /proc/<pid>/task/<tid>/stat.
 std::map<std::string, double> ChildThreadCpuSeconds(pid_t pid) {
   std::map<std::string, double> out;
-  std::error_code ec;
-  for (const auto& task :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::ifstream comm(task.path() / "comm");
-    std::string name;
-    std::getline(comm, name);
-    out[name] += StatCpuSeconds((task.path() / "stat").string());
+  for (const ThreadInfo& t : ThreadsOf(pid)) {
+    out[t.name] += StatCpuSeconds("/proc/" + std::to_string(pid) + "/task/" +
+                                  std::to_string(t.tid) + "/stat");
   }
   return out;
 }

@@ -6,6 +6,7 @@
 // FreePort      a TCP port chosen by the OS (bind port 0, read it, close)
 // Subscriber    a ZeroMQ SUB socket that decodes [topic][Envelope]
 // ReceiveUntilSeq  a subscriber's run up to a seq: when its first and last message arrived
+// ThreadsOf     the threads of a running process (id, name)
 //
 // Everything here is used from the test's main thread only.
 #pragma once
@@ -25,6 +26,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -60,6 +62,23 @@ inline std::string ReadFileOrEmpty(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// The threads of a running process, from /proc/<pid>/task: id and name (comm).
+struct ThreadInfo {
+  int tid = 0;
+  std::string name;
+};
+inline std::vector<ThreadInfo> ThreadsOf(pid_t pid) {
+  std::vector<ThreadInfo> out;
+  std::error_code ec;
+  for (const auto& t :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::string name = ReadFileOrEmpty(t.path().string() + "/comm");
+    if (!name.empty() && name.back() == '\n') name.pop_back();
+    out.push_back({std::stoi(t.path().filename().string()), std::move(name)});
+  }
+  return out;
 }
 
 inline int FreePort() {

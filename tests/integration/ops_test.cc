@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <filesystem>
 #include <map>
 #include <set>
 #include <vector>
@@ -251,13 +250,9 @@ TEST(Ops, ThreadsAreNamed) {
   ASSERT_TRUE(WaitFor([&] {
     names.clear();
     zmq_io_tids.clear();
-    const std::string task = "/proc/" + std::to_string(b.child.pid()) + "/task";
-    std::error_code ec;
-    for (const auto& t : std::filesystem::directory_iterator(task, ec)) {
-      std::string comm = ReadFileOrEmpty(t.path().string() + "/comm");
-      if (!comm.empty() && comm.back() == '\n') comm.pop_back();
-      names.insert(comm);
-      if (comm.rfind("ZMQbg/IO/", 0) == 0) zmq_io_tids.push_back(std::stoi(t.path().filename()));
+    for (const ThreadInfo& t : ThreadsOf(b.child.pid())) {
+      names.insert(t.name);
+      if (t.name.rfind("ZMQbg/IO/", 0) == 0) zmq_io_tids.push_back(t.tid);
     }
     return std::includes(names.begin(), names.end(), expected.begin(), expected.end());
   })) << "threads: " << ::testing::PrintToString(names);
