@@ -112,7 +112,7 @@ class InboundQueue {
   }
 
   // Writer thread. Takes the strings of *spent (published payloads, which the I/O thread
-  // allocated), leaving it empty, for the I/O thread's next PushAll() to free. Past
+  // allocated), leaving it empty, for the I/O thread's next PushAll() to pool or free. Past
   // high-water bytes waiting (the reader is idle or paused, so nobody contends), the writer
   // frees what waited itself.
   void GiveBack(std::vector<std::string>* spent) {
@@ -135,7 +135,7 @@ class InboundQueue {
     spent->clear();
   }
 
-  // Any thread: bytes given back and not yet freed.
+  // Any thread: bytes given back and not yet taken by a PushAll().
   size_t given_back_bytes() {
     std::lock_guard<std::mutex> lock(mu_);
     return given_back_bytes_;

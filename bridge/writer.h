@@ -98,8 +98,8 @@ class Writer {
   // Builds the batch from pending_ (dedup, gap detection). Returns how many frames it consumed.
   size_t FillBatch();
   // False: the commit failed, the batch is kept for the retry. `give_back_payloads`: on the
-  // writer thread, the published payloads go back to the I/O thread to be freed there
-  // (InboundQueue::GiveBack says why).
+  // writer thread, the published payloads go back to the I/O thread, to be reused or freed
+  // there (InboundQueue::GiveBack says why).
   bool CommitAndPublish(bool give_back_payloads);
   void Publish(uint64_t first_seq);
   void MaybeTrim();  // journal retention in small steps

@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 
-#include "bridge/payload_pool.h"
-
 #include <string>
 #include <vector>
+
+#include "bridge/payload_pool.h"
 
 namespace wsbridge {
 namespace {
