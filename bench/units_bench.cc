@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "bridge/json_fields.h"
+#include "bridge/protocol/json_fields.h"
 #include "storage/store.h"
 
 namespace {

@@ -187,6 +187,20 @@ const char* CheckPath(const std::string& v) {
   return IsDottedPath(v) ? nullptr : "must be a dotted field path (e.g. id)";
 }
 
+const char* CheckNamespace(const std::string& v) {
+  if (v.empty() || v[0] != '/' || v.find_first_of(",?# \t") != std::string::npos) {
+    return "must be a socket.io namespace such as / or /chat";
+  }
+  return nullptr;
+}
+
+// A first look only (FrameProtocol parses it): '{' ... '}' around the text, or "".
+const char* CheckJsonObjectText(const std::string& v) {
+  size_t b = v.find_first_not_of(" \t\r\n"), e = v.find_last_not_of(" \t\r\n");
+  if (v.empty() || (b != std::string::npos && v[b] == '{' && v[e] == '}')) return nullptr;
+  return "must be a JSON object such as {\"token\":\"...\"} or \"\"";
+}
+
 const char* CheckNonEmpty(const std::string& v) {
   return v.empty() ? "must not be empty" : nullptr;
 }
@@ -214,8 +228,9 @@ const char* CheckListen(const std::string& v) {
 
 // A typed pointer to the Config member a key sets; its type decides how values are read.
 using Headers = std::map<std::string, std::string>;
+using Replies = std::vector<ReplyRule>;
 using Field = std::variant<bool*, int*, int64_t*, uint64_t*, std::string*,
-                           std::vector<std::string>*, std::vector<int>*, Headers*>;
+                           std::vector<std::string>*, std::vector<int>*, Headers*, Replies*>;
 
 // One configuration key: dotted name, accessor to its member, and what values it accepts. The
 // chained setters keep the table one readable line per key.
@@ -228,6 +243,7 @@ struct Key {
   const char* (*check)(const std::string&) = nullptr;  // more checks on a string
   bool bytes = false;                                  // also accepts "512MiB" and friends
   bool url = false;                                    // may carry user:pass@, redacted when shown
+  bool secret = false;                                 // redacted when shown
 
   Key(std::string n, Field (*f)(Config&)) : name(std::move(n)), field(f) {}
   Key& Range(int64_t lo, int64_t hi = kInt64Max) {
@@ -251,6 +267,10 @@ struct Key {
     url = true;
     return *this;
   }
+  Key& Secret() {
+    secret = true;
+    return *this;
+  }
 
   std::string EnvName() const {  // upstream.tls.verify -> WSBRIDGE_UPSTREAM_TLS_VERIFY
     std::string env = "WSBRIDGE_";
@@ -272,6 +292,7 @@ const std::vector<Key>& Keys() {
       WSB_KEY(upstream.max_message_bytes).Range(1),
       WSB_KEY(upstream.proxy).Check(CheckProxyUrl).Url(),
       WSB_KEY(upstream.auth_command),
+      WSB_KEY(upstream.permessage_deflate),
       WSB_KEY(upstream.tls.verify),
       WSB_KEY(upstream.tls.ca_file),
       WSB_KEY(upstream.tls.cert_file),
@@ -292,6 +313,11 @@ const std::vector<Key>& Keys() {
       WSB_KEY(protocol.on_open),
       WSB_KEY(protocol.ack_match).Check(CheckAckMatch),
       WSB_KEY(protocol.ack_id_field).Check(CheckPath),
+      WSB_KEY(protocol.replies),
+      WSB_KEY(protocol.decompress).OneOf({"none", "auto", "gzip", "zlib", "deflate"}),
+      WSB_KEY(protocol.framing).OneOf({"json", "engineio"}),
+      WSB_KEY(protocol.socketio_namespace).Check(CheckNamespace),
+      WSB_KEY(protocol.socketio_auth).Check(CheckJsonObjectText).Secret(),
       WSB_KEY(storage.path).Check(CheckNonEmpty),
       WSB_KEY(storage.durability).OneOf({"process", "power"}),
       WSB_KEY(storage.outbox_max_messages).Range(1),
@@ -381,6 +407,7 @@ class Loader {
   Status Read(const Key& key, const toml::node& node, std::vector<std::string>* out) const;
   Status Read(const Key& key, const toml::node& node, std::vector<int>* out) const;
   Status Read(const Key& key, const toml::node& node, Headers* out) const;
+  Status Read(const Key& key, const toml::node& node, Replies* out) const;
   Status ReadInt(const std::string& name, const Key& key, const toml::node& node, int64_t max,
                  int64_t* out) const;
 
@@ -490,7 +517,8 @@ Status Loader::Read(const Key& key, const toml::node& node, std::string* out) co
   }
   if (key.check != nullptr) {
     if (const char* problem = key.check(*v)) {
-      return Bad(key.name, problem, Quote(key.url ? RedactUrl(*v) : *v));
+      return Bad(key.name, problem,
+                 key.secret ? "a value not shown" : Quote(key.url ? RedactUrl(*v) : *v));
     }
   }
   *out = std::move(*v);
@@ -539,6 +567,58 @@ Status Loader::Read(const Key& key, const toml::node& node, Headers* out) const 
       return Status::InvalidArgument(name + ": must not contain CR, LF or NUL");
     }
     (*out)[header] = std::move(*value);
+  }
+  return Status::OK();
+}
+
+// protocol.replies: an array of tables, [[protocol.replies]] in a file or
+// [{ field = "ping", reply = "{\"pong\":{{ping}}}" }] as text. Errors name the rule's index.
+Status Loader::Read(const Key& key, const toml::node& node, Replies* out) const {
+  const toml::array* array = node.as_array();
+  const char* shape = "must be an array of tables ([[protocol.replies]])";
+  if (array == nullptr) return Bad(key.name, shape, Describe(node));
+  for (size_t i = 0; i < array->size(); ++i) {
+    const std::string at = key.name + "[" + std::to_string(i) + "]";
+    const toml::table* table = (*array)[i].as_table();
+    if (table == nullptr) return Bad(at, "must be a table", Describe((*array)[i]));
+    ReplyRule rule;
+    for (auto&& [k, v] : *table) {
+      const std::string name(k.str());
+      const std::string where = at + "." + name;
+      if (name == "consume") {
+        auto b = v.value_exact<bool>();
+        if (!b) return Bad(where, "must be true or false", Describe(v));
+        rule.consume = *b;
+        continue;
+      }
+      std::string* member = name == "text"     ? &rule.text
+                            : name == "field"  ? &rule.field
+                            : name == "reply"  ? &rule.reply
+                            : name == "equals" ? &rule.equals.emplace()
+                                               : nullptr;
+      if (member == nullptr) {
+        return Status::InvalidArgument(where +
+                                       ": unknown key (a rule has text or field, equals, reply, "
+                                       "consume)");
+      }
+      auto text = v.value_exact<std::string>();
+      if (!text) return Bad(where, "must be a string", Describe(v));
+      Status st = Expand(where, &*text);
+      if (!st.ok()) return st;
+      *member = std::move(*text);
+    }
+    if (rule.text.empty() == rule.field.empty()) {
+      return Status::InvalidArgument(at + ": needs exactly one of text or field");
+    }
+    if (!rule.field.empty() && !IsDottedPath(rule.field)) {
+      return Bad(at + ".field", "must be a dotted field path (e.g. ping or params.type)",
+                 Quote(rule.field));
+    }
+    if (rule.equals && rule.field.empty()) {
+      return Status::InvalidArgument(at + ".equals: only with field, not with text");
+    }
+    if (rule.reply.empty()) return Status::InvalidArgument(at + ".reply: must be set");
+    out->push_back(std::move(rule));
   }
   return Status::OK();
 }
@@ -621,7 +701,9 @@ StatusOr<toml::table> TextToNode(const Key& key, const std::string& text) {
           const char* example =
               std::is_same_v<T, Headers>            ? "a TOML table such as { X-Token = \"t\" }"
               : std::is_same_v<T, std::vector<int>> ? "a TOML array such as [1008, 4001]"
-                                                    : "a TOML array such as [\"a\", \"b\"]";
+              : std::is_same_v<T, Replies>
+                  ? "a TOML array of tables such as [{ text = \"ping\", reply = \"pong\" }]"
+                  : "a TOML array such as [\"a\", \"b\"]";
           try {
             t = toml::parse("v = " + text);
           } catch (const toml::parse_error&) {
@@ -694,6 +776,11 @@ Status Loader::CheckCrossKey() const {
         "reconnect.max_delay_ms",
         "must be >= reconnect.base_delay_ms (" + std::to_string(c.reconnect.base_delay_ms) + ")",
         std::to_string(c.reconnect.max_delay_ms));
+  }
+  if (c.protocol.framing == "engineio" && !c.protocol.ack_match.empty()) {
+    return Status::InvalidArgument(
+        "protocol.ack_match: not supported with protocol.framing = \"engineio\" (socket.io "
+        "acknowledgements are not upstream acks); set it to \"\"");
   }
   if (c.upstream.tls.cert_file.empty() != c.upstream.tls.key_file.empty()) {
     return Status::InvalidArgument(
@@ -777,7 +864,20 @@ std::string FormatValue(const Key& key, const Config& config) {
         } else if constexpr (std::is_integral_v<T>) {
           out << *member;
         } else if constexpr (std::is_same_v<T, std::string>) {
-          out << Quote(key.url ? RedactUrl(*member) : *member);
+          out << (key.secret && !member->empty() ? Quote("<redacted>")
+                                                 : Quote(key.url ? RedactUrl(*member) : *member));
+        } else if constexpr (std::is_same_v<T, Replies>) {
+          out << "[";
+          for (size_t i = 0; i < member->size(); ++i) {
+            const ReplyRule& r = (*member)[i];
+            out << (i ? ", " : "") << "{ ";
+            if (r.field.empty()) out << "text = " << Quote(r.text);
+            else out << "field = " << Quote(r.field);
+            if (r.equals) out << ", equals = " << Quote(*r.equals);
+            out << ", reply = " << Quote(r.reply) << ", consume = " << (r.consume ? "true" : "false")
+                << " }";
+          }
+          out << "]";
         } else if constexpr (std::is_same_v<T, Headers>) {
           std::string sep = " ";
           out << "{";

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@ struct UpstreamConfig {
   TlsConfig tls;
   std::string proxy;         // "": from HTTPS_PROXY / HTTP_PROXY / NO_PROXY
   std::string auth_command;  // run before every connection attempt
+  bool permessage_deflate = true;  // offer RFC 7692 compression in the handshake
 };
 
 struct HeartbeatConfig {
@@ -53,6 +55,21 @@ struct ReconnectConfig {
   std::vector<int> fatal_close_codes = {1008, 4001, 4003};
 };
 
+// One protocol.replies rule (SPEC §9): a frame the upstream sends that needs an answer.
+// Exactly one of `text` and `field` is set (the loader checks it).
+struct ReplyRule {
+  std::string text;                   // the whole frame equals it
+  std::string field;                  // a dotted JSON path that exists in the frame
+  std::optional<std::string> equals;  // with `field`: its value (as text) must equal this
+  std::string reply;                  // sent back at once; {{path}} -> raw JSON of that value
+  bool consume = true;                // a matched frame is not journaled
+
+  bool operator==(const ReplyRule& o) const {
+    return text == o.text && field == o.field && equals == o.equals && reply == o.reply &&
+           consume == o.consume;
+  }
+};
+
 struct ProtocolConfig {
   std::string seq_field = "seq";      // dotted path; "": none
   std::string topic_field = "topic";  // dotted path; "": all on topic ""
@@ -60,6 +77,11 @@ struct ProtocolConfig {
   std::vector<std::string> on_open;
   std::string ack_match;  // "field=value"; "": no acks
   std::string ack_id_field = "id";
+  std::vector<ReplyRule> replies;
+  std::string decompress = "none";  // none | auto | gzip | zlib | deflate (binary frames)
+  std::string framing = "json";     // json | engineio
+  std::string socketio_namespace = "/";
+  std::string socketio_auth;  // "" or a JSON object text (a secret: redacted when shown)
 };
 
 struct StorageConfig {

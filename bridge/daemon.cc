@@ -12,10 +12,11 @@
 
 #include "bridge/http_server.h"
 #include "bridge/inbound_queue.h"
-#include "bridge/json_fields.h"
+#include "bridge/link/upstream.h"
+#include "bridge/protocol/frame_protocol.h"
+#include "bridge/protocol/json_fields.h"
 #include "bridge/replay_endpoint.h"
 #include "bridge/stats.h"
-#include "bridge/upstream.h"
 #include "bridge/writer.h"
 #include "common/thread_name.h"
 
@@ -112,6 +113,15 @@ class DaemonImpl final : public Daemon {
     wo.outbound.endpoint = config_.zmq.send;
     wo.outbound.acks = !config_.protocol.ack_match.empty();
     wo.outbound.ack_id_pointer = DottedToPointer(config_.protocol.ack_id_field);
+    if (config_.protocol.framing != "json") {
+      // The writer thread's own instance: a FrameProtocol belongs to one thread.
+      auto checker = CreateFrameProtocol(config_);
+      if (!checker.ok()) return checker.status();
+      wo.outbound.check_payload = [p = std::shared_ptr<FrameProtocol>(std::move(*checker))](
+                                      std::string_view payload, bool binary) {
+        return p->CheckOutbound(payload, binary);
+      };
+    }
     writer_ = std::make_unique<Writer>(wo, std::move(store).value(), &zmq_, &queue_,
                                        &link_events_, &stats_);
     if (Status s = writer_->Bind(); !s.ok()) return s;

@@ -29,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-#include "bridge/payload_pool.h"
+#include "bridge/link/payload_pool.h"
 
 namespace wsbridge {
 

@@ -190,6 +190,14 @@ std::vector<std::string> SecretsOf(const Config& config) {
       AddSecretAndWords(raw, &out);
     }
   }
+  // protocol.socketio_auth, e.g. {"token":"..."}: the whole text and each quoted value.
+  const std::string& auth = config.protocol.socketio_auth;
+  if (auth.size() >= kMinSecretBytes) out.push_back(auth);
+  for (size_t q = auth.find(':'); q != std::string::npos; q = auth.find(':', q + 1)) {
+    size_t open = auth.find('"', q), close = open == std::string::npos ? open : auth.find('"', open + 1);
+    if (close == std::string::npos) break;
+    if (close - open - 1 >= kMinSecretWordBytes) out.push_back(auth.substr(open + 1, close - open - 1));
+  }
   for (const std::string* url : {&config.upstream.url, &config.upstream.proxy}) {
     std::string info = UserInfo(*url);
     if (info.empty()) continue;

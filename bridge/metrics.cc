@@ -125,7 +125,8 @@ std::vector<MetricFamily> StatsCollectable::Collect() const {
   f.Histogram("wsbridge_heartbeat_rtt_seconds", "Heartbeat round-trip time (ping to pong)",
               s.rtt_seconds);
   f.Counter("wsbridge_oversized_frames_total",
-            "Upstream connections closed with 1009 for a frame above upstream.max_message_bytes",
+            "Upstream connections closed with 1009 for a frame above upstream.max_message_bytes "
+            "(on the wire or once inflated)",
             Load(s.oversized_closes));
   f.Counter("wsbridge_reads_paused_total",
             "Times reading from the upstream paused because the writer fell behind",
@@ -134,8 +135,24 @@ std::vector<MetricFamily> StatsCollectable::Collect() const {
   // Inbound.
   f.Counter("wsbridge_messages_in_total", "Data frames received from the upstream (before dedup)",
             Load(s.frames_in));
-  f.Counter("wsbridge_bytes_in_total", "Payload bytes received from the upstream",
-            Load(s.bytes_in));
+  f.Counter("wsbridge_bytes_in_total",
+            "Payload bytes received from the upstream, after inflation", Load(s.bytes_in));
+  f.Counter("wsbridge_wire_bytes_in_total",
+            "Payload bytes received from the upstream as on the wire (before permessage-deflate "
+            "and protocol.decompress inflation)",
+            Load(s.wire_bytes_in));
+  f.Counter("wsbridge_replies_sent_total",
+            "Answers sent to the upstream's own pings (protocol.replies, Engine.IO pings)",
+            Load(s.replies_sent));
+  f.Counter("wsbridge_reply_failures_total",
+            "Frames that matched a protocol.replies rule whose {{path}} they lack: no reply sent",
+            Load(s.reply_failures));
+  f.Counter("wsbridge_inflate_failures_total",
+            "Binary frames that protocol.decompress could not inflate (journaled as received)",
+            Load(s.inflate_failures));
+  f.Counter("wsbridge_malformed_packets_total",
+            "Engine.IO / socket.io packets that could not be read (journaled as received)",
+            Load(s.malformed_packets));
   f.Counter("wsbridge_frames_without_seq_total",
             "Data frames without a usable upstream sequence number", Load(s.frames_no_seq));
   f.Counter("wsbridge_duplicates_dropped_total",

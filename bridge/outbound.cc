@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "bridge/json_fields.h"
+#include "bridge/protocol/json_fields.h"
 #include "wsbridge.pb.h"
 
 namespace wsbridge {
@@ -122,6 +122,10 @@ void Outbound::ReadRequests(Batch* batch, int64_t now_unix_ns) {
       error = "payload is empty";
     } else if (req.id().size() > kMaxIdBytes) {
       error = "id longer than " + std::to_string(kMaxIdBytes) + " bytes";
+    }
+    if (error.empty() && options_.check_payload) {
+      Status st = options_.check_payload(req.payload(), req.binary());
+      if (!st.ok()) error = st.message();
     }
     std::string id = req.id();
     if (error.empty() && options_.acks) {

@@ -17,12 +17,14 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
 #include <zmq.hpp>
 
 #include "bridge/stats.h"
+#include "common/status.h"
 #include "storage/store.h"
 
 namespace wsbridge {
@@ -65,6 +67,9 @@ struct OutboundOptions {
   std::string ack_id_pointer;    // JSON pointer of protocol.ack_id_field, e.g. "/id"
   size_t window = 1000;          // messages in flight to the upstream at most
   size_t max_requests_per_batch = 4096;
+  // More checks on a producer's payload (protocol.framing = engineio: a JSON array); an error
+  // is answered REJECTED_INVALID with its message. Called on the writer thread. Optional.
+  std::function<Status(std::string_view payload, bool binary)> check_payload;
 };
 
 class Outbound {

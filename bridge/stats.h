@@ -46,7 +46,12 @@ struct Stats {
   Counter connects{0};          // successful opens
   Counter connect_failures{0};  // failed attempts (any reason)
   Counter frames_in{0};         // data frames received (before dedup)
-  Counter bytes_in{0};
+  Counter bytes_in{0};          // payload bytes after inflation (permessage-deflate, decompress)
+  Counter wire_bytes_in{0};     // payload bytes as they came off the wire
+  Counter replies_sent{0};      // answers to the upstream's pings (protocol.replies, Engine.IO)
+  Counter reply_failures{0};    // matched reply rules not answered: a {{path}} was missing
+  Counter inflate_failures{0};  // protocol.decompress frames that did not inflate (kept as is)
+  Counter malformed_packets{0};  // Engine.IO / socket.io packets that could not be read (kept)
   Counter frames_no_seq{0};     // data frames without a usable upstream seq (not JSON / no field)
   Counter oversized_closes{0};  // connections closed with 1009
   Counter app_pongs{0};

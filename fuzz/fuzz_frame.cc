@@ -1,4 +1,4 @@
-// libFuzzer target: the inbound frame path (bridge/json_fields.h).
+// libFuzzer target: the inbound frame path (bridge/protocol/json_fields.h).
 //
 // The input is an upstream text frame, inspected by several FrameInspectors whose options cover
 // what the configuration allows: the defaults, nested dotted paths for seq/topic/ack id, the
@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "bridge/json_fields.h"
+#include "bridge/protocol/json_fields.h"
 
 namespace {
 

@@ -22,8 +22,8 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "bridge/json_fields.h"
 #include "bridge/outbound.h"
+#include "bridge/protocol/json_fields.h"
 #include "bridge/stats.h"
 #include "wsbridge.pb.h"
 

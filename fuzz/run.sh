@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build-fuzz}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 JOBS=${JOBS:-$(nproc)}
-TARGETS=(${FUZZ_TARGETS:-fuzz_frame fuzz_send_request fuzz_replay_request fuzz_config})
+TARGETS=(${FUZZ_TARGETS:-fuzz_frame fuzz_frame_protocol fuzz_send_request fuzz_replay_request fuzz_config})
 
 # libFuzzer ships in libclang-rt-14-dev (Debian's clang-14 alone has no libFuzzer runtime).
 missing=()

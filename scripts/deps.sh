@@ -7,7 +7,8 @@ PKGS=(
   libwebsocketpp-dev libasio-dev libssl-dev libsqlite3-dev libzmq3-dev cppzmq-dev
   libprotobuf-dev protobuf-compiler libgtest-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev libsimdjson-dev libspdlog-dev prometheus-cpp-dev
-  python3 python3-zmq python3-protobuf python3-prometheus-client openssl sqlite3 procps
+  zlib1g-dev python3 python3-zmq python3-protobuf python3-prometheus-client python3-websockets
+  openssl sqlite3 procps
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -11,7 +11,7 @@
 #include <atomic>
 #include <thread>
 
-#include "bridge/upstream.h"
+#include "bridge/link/upstream.h"
 #include "integration/harness.h"
 #include "testutil.h"
 

@@ -1,6 +1,6 @@
 // Backoff formulas (AWS "Exponential Backoff And Jitter") and Retry-After parsing, by table,
 // with a seeded RandomSource so that every run draws the same numbers.
-#include "bridge/backoff.h"
+#include "bridge/link/backoff.h"
 
 #include <gtest/gtest.h>
 

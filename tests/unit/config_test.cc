@@ -75,6 +75,8 @@ auto Fields(const Config& c) {
   return std::make_tuple(
       u.url, u.headers, u.subprotocols, u.connect_timeout_ms, u.max_message_bytes, u.tls.verify,
       u.tls.ca_file, u.tls.cert_file, u.tls.key_file, u.proxy, u.auth_command,
+      u.permessage_deflate, c.protocol.replies, c.protocol.decompress, c.protocol.framing,
+      c.protocol.socketio_namespace, c.protocol.socketio_auth,
       c.heartbeat.interval_ms, c.heartbeat.timeout_ms, c.heartbeat.app_ping, c.heartbeat.app_pong,
       c.reconnect.base_delay_ms, c.reconnect.max_delay_ms, c.reconnect.jitter,
       c.reconnect.min_uptime_ms, c.reconnect.max_attempts, c.reconnect.fatal_close_codes,
@@ -97,6 +99,7 @@ TEST_F(ConfigTest, DefaultsMatchSpec) {
   EXPECT_EQ(c.upstream.tls.key_file, "");
   EXPECT_EQ(c.upstream.proxy, "");
   EXPECT_EQ(c.upstream.auth_command, "");
+  EXPECT_TRUE(c.upstream.permessage_deflate);
   EXPECT_EQ(c.heartbeat.interval_ms, 15000);
   EXPECT_EQ(c.heartbeat.timeout_ms, 10000);
   EXPECT_EQ(c.heartbeat.app_ping, "");
@@ -113,6 +116,11 @@ TEST_F(ConfigTest, DefaultsMatchSpec) {
   EXPECT_TRUE(c.protocol.on_open.empty());
   EXPECT_EQ(c.protocol.ack_match, "");
   EXPECT_EQ(c.protocol.ack_id_field, "id");
+  EXPECT_TRUE(c.protocol.replies.empty());
+  EXPECT_EQ(c.protocol.decompress, "none");
+  EXPECT_EQ(c.protocol.framing, "json");
+  EXPECT_EQ(c.protocol.socketio_namespace, "/");
+  EXPECT_EQ(c.protocol.socketio_auth, "");
   EXPECT_EQ(c.storage.path, "./wsbridge.db");
   EXPECT_EQ(c.storage.durability, "process");
   EXPECT_EQ(c.storage.outbox_max_messages, 100000u);
@@ -127,7 +135,7 @@ TEST_F(ConfigTest, DefaultsMatchSpec) {
   EXPECT_EQ(c.log.level, "info");
   EXPECT_EQ(c.log.format, "text");
 
-  EXPECT_EQ(c.sources.size(), 40u);  // one per key
+  EXPECT_EQ(c.sources.size(), 46u);  // one per key
   for (const auto& [key, source] : c.sources) EXPECT_EQ(source, "default") << key;
 }
 
@@ -140,6 +148,7 @@ connect_timeout_ms = 2500
 max_message_bytes = 65536
 proxy = "http://proxy:3128"
 auth_command = "/usr/bin/token"
+permessage_deflate = false
 [upstream.headers]
 X-Api-Key = "k"
 [upstream.tls]
@@ -169,6 +178,11 @@ resume = ""
 on_open = ['{"op":"sub","ch":"a"}', '{"op":"sub","ch":"b"}']
 ack_match = "type=ack"
 ack_id_field = "ref"
+replies = [{ field = "ping", reply = '{"pong":{{ping}}}' }]
+decompress = "gzip"
+framing = "json"
+socketio_namespace = "/feed"
+socketio_auth = '{"token":"t"}'
 
 [storage]
 path = "/var/lib/wsbridge/db"
@@ -222,6 +236,13 @@ format = "json"
   EXPECT_EQ(c.protocol.on_open[1], R"({"op":"sub","ch":"b"})");
   EXPECT_EQ(c.protocol.ack_match, "type=ack");
   EXPECT_EQ(c.protocol.ack_id_field, "ref");
+  ASSERT_EQ(c.protocol.replies.size(), 1u);
+  EXPECT_EQ(c.protocol.replies[0].reply, R"({"pong":{{ping}}})");
+  EXPECT_EQ(c.protocol.decompress, "gzip");
+  EXPECT_EQ(c.protocol.framing, "json");
+  EXPECT_EQ(c.protocol.socketio_namespace, "/feed");
+  EXPECT_EQ(c.protocol.socketio_auth, R"({"token":"t"})");
+  EXPECT_FALSE(c.upstream.permessage_deflate);
   EXPECT_EQ(c.storage.path, "/var/lib/wsbridge/db");
   EXPECT_EQ(c.storage.durability, "power");
   EXPECT_EQ(c.storage.outbox_max_messages, 10u);
@@ -468,6 +489,16 @@ TEST_F(ConfigTest, BadValuesNameTheKey) {
       {R"(reconnect.fatal_close_codes=["x"])",
        "reconnect.fatal_close_codes[0]: must be an integer"},
       {"reconnect.fatal_close_codes=1008", "reconnect.fatal_close_codes: must be an array"},
+      {"protocol.decompress=lz4",
+       "protocol.decompress: must be one of none, auto, gzip, zlib, deflate (got \"lz4\")"},
+      {"protocol.framing=socketio", "protocol.framing: must be one of json, engineio"},
+      {"protocol.socketio_namespace=chat",
+       "protocol.socketio_namespace: must be a socket.io namespace such as / or /chat"},
+      {"protocol.socketio_auth=token=abc",
+       "protocol.socketio_auth: must be a JSON object such as {\"token\":\"...\"} or \"\" "
+       "(got a value not shown)"},
+      {"upstream.permessage_deflate=maybe", "upstream.permessage_deflate: must be one of true"},
+      {"protocol.replies=ping", "protocol.replies: must be a TOML array of tables"},
       {"reconnect.fatal_close_codes=[1008", "reconnect.fatal_close_codes: must be a TOML array"},
       {"protocol.on_open=[1]", "protocol.on_open[0]: must be a string (got 1)"},
       {"heartbeat.timeout_ms=0", "heartbeat.timeout_ms: must be > 0"},
@@ -502,6 +533,73 @@ TEST_F(ConfigTest, BadValuesNameTheKey) {
   EXPECT_STARTS_WITH(LoadError({}, {{"WSBRIDGE_ZMQ_PUB_HWM", ""}}),
                      "zmq.pub_hwm: must be an integer");
   EXPECT_STARTS_WITH(LoadError({"--log-level", "loud"}), "log.level: must be one of");
+}
+
+TEST_F(ConfigTest, ReplyRulesFromFileAndCommandLine) {
+  Config c = LoadOk({"--config", Write("r.toml", R"(
+[[protocol.replies]]
+field = "ping"
+reply = "{\"pong\":{{ping}}}"
+
+[[protocol.replies]]
+field = "method"
+equals = "heartbeat"
+reply = "${REPLY}"
+consume = false
+
+[[protocol.replies]]
+text = "2"
+reply = "3"
+)")},
+                    {{"REPLY", R"({"method":"public/test"})"}});
+  ASSERT_EQ(c.protocol.replies.size(), 3u);
+  EXPECT_EQ(c.protocol.replies[0].field, "ping");
+  EXPECT_FALSE(c.protocol.replies[0].equals.has_value());
+  EXPECT_EQ(c.protocol.replies[0].reply, R"({"pong":{{ping}}})");
+  EXPECT_TRUE(c.protocol.replies[0].consume);
+  EXPECT_EQ(c.protocol.replies[1].equals, std::optional<std::string>("heartbeat"));
+  EXPECT_EQ(c.protocol.replies[1].reply, R"({"method":"public/test"})");  // ${ENV} expanded
+  EXPECT_FALSE(c.protocol.replies[1].consume);
+  EXPECT_EQ(c.protocol.replies[2].text, "2");
+
+  Config f = LoadOk({"--set", R"(protocol.replies=[{ text = "ping", reply = "pong" }])"});
+  ASSERT_EQ(f.protocol.replies.size(), 1u);
+  EXPECT_EQ(f.protocol.replies[0].reply, "pong");
+  Config e = LoadOk({}, {{"WSBRIDGE_PROTOCOL_REPLIES", R"([{ field = "a.b", reply = "x" }])"}});
+  ASSERT_EQ(e.protocol.replies.size(), 1u);
+  EXPECT_EQ(e.protocol.replies[0].field, "a.b");
+}
+
+TEST_F(ConfigTest, ReplyRuleErrorsNameTheRuleAndKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"([{ reply = "x" }])", "protocol.replies[0]: needs exactly one of text or field"},
+      {R"([{ text = "a", reply = "b" }, { text = "a", field = "b", reply = "c" }])",
+       "protocol.replies[1]: needs exactly one of text or field"},
+      {R"([{ text = "ping" }])", "protocol.replies[0].reply: must be set"},
+      {R"([{ text = "ping", reply = 3 }])", "protocol.replies[0].reply: must be a string (got 3)"},
+      {R"([{ text = "ping", reply = "p", consume = "no" }])",
+       "protocol.replies[0].consume: must be true or false"},
+      {R"([{ text = "ping", reply = "p", then = "x" }])",
+       "protocol.replies[0].then: unknown key"},
+      {R"([{ text = "ping", equals = "x", reply = "p" }])",
+       "protocol.replies[0].equals: only with field, not with text"},
+      {R"([{ field = "a..b", reply = "p" }])", "protocol.replies[0].field: must be a dotted"},
+      {R"(["ping"])", "protocol.replies[0]: must be a table"},
+  };
+  for (const auto& [value, want] : cases) {
+    EXPECT_STARTS_WITH(LoadError({"--set", "protocol.replies=" + value}), want) << value;
+  }
+}
+
+TEST_F(ConfigTest, EngineIoFramingRefusesAckMatch) {
+  EXPECT_STARTS_WITH(LoadError({"--set", "protocol.framing=engineio", "--set",
+                                "protocol.ack_match=type=ack"}),
+                     "protocol.ack_match: not supported with protocol.framing = \"engineio\"");
+  Config c = LoadOk({"--set", "protocol.framing=engineio", "--set",
+                     R"(protocol.socketio_auth={"token":"abc"})", "--set",
+                     "protocol.socketio_namespace=/chat"});
+  EXPECT_EQ(c.protocol.socketio_namespace, "/chat");
+  EXPECT_CONTAINS(ToToml(c), "socketio_auth = \"<redacted>\"");
 }
 
 TEST_F(ConfigTest, UrlCredentialsAreNotEchoedInErrors) {
@@ -677,7 +775,7 @@ TEST_F(ConfigTest, ToTomlEveryLineHasItsSource) {
     EXPECT_NE(line.find(" = "), std::string::npos) << line;
     EXPECT_NE(line.find("  # "), std::string::npos) << line;
   }
-  EXPECT_EQ(keys, 40u);
+  EXPECT_EQ(keys, 46u);
 }
 
 TEST_F(ConfigTest, ToTomlRoundTrips) {
@@ -700,6 +798,10 @@ TEST_F(ConfigTest, ToTomlRoundTrips) {
                      "--set", "protocol.seq_field=",
                      "--set", R"(protocol.on_open=["{\"op\":\"sub\"}\t", "ü"])",
                      "--set", "protocol.ack_match=kind=ack",
+                     "--set", R"(protocol.replies=[{ field = "p.q", equals = "a\"b", reply = "{{p}}\n", consume = false }, { text = "2", reply = "3" }])",
+                     "--set", "protocol.decompress=auto",
+                     "--set", "protocol.socketio_namespace=/x",
+                     "--set", "upstream.permessage_deflate=false",
                      "--set", "storage.durability=power",
                      "--set", "journal.max_bytes=3MiB",
                      "--set", "journal.max_age_s=0",

@@ -5,7 +5,7 @@
 // (refuse, hang, open then drop, open and live, go silent...). The loop jumps the clock straight
 // to the next transport event or policy deadline, so an hour of flapping runs in milliseconds.
 // Every connect time, delay, transition, ping and reason is asserted exactly.
-#include "bridge/connection_policy.h"
+#include "bridge/link/connection_policy.h"
 
 #include <gtest/gtest.h>
 
@@ -20,8 +20,8 @@
 #include <utility>
 #include <vector>
 
-#include "bridge/backoff.h"
 #include "bridge/clock.h"
+#include "bridge/link/backoff.h"
 
 namespace wsbridge {
 namespace {
@@ -898,6 +898,46 @@ TEST(ConnectionPolicy, FatalCloseOnlyWhenTheUpstreamSendsIt) {
   EXPECT_EQ(p.status().reason, "closed by upstream: code 1008 \"bad line\" (fatal)");
   EXPECT_EQ(Show(p.status().last_delay), Show(30s));
   EXPECT_FALSE(p.status().ready());
+}
+
+TEST(ConnectionPolicy, SilenceBoundFromTheServerClosesAQuietLink) {
+  SplitMix64Random rng(1);
+  ConnectionPolicy p(ExactOptions(), &rng);  // heartbeat 15 s + 10 s
+  TimePoint t = SimulatedClock().Now();
+  ASSERT_EQ(p.Start(t).size(), 1u);
+  ASSERT_TRUE(p.OnOpen(t, 1).empty());
+  p.SetSilenceBound(t + 1s, 1, 5s);  // an Engine.IO open packet: pingInterval + pingTimeout
+  EXPECT_EQ(Show(p.NextDeadline()), Show(t + 6s));  // earlier than the first ping
+  p.OnActivity(t + 4s, 1);                          // the server's ping: alive
+  EXPECT_EQ(Show(p.NextDeadline()), Show(t + 9s));
+  EXPECT_TRUE(p.OnTimer(t + 9s - 1ns).empty());
+  Actions dead = p.OnTimer(t + 9s);
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].kind, Kind::kCloseDead);
+  EXPECT_EQ(dead[0].reason,
+            "heartbeat timeout: nothing received for 5 s (the server's ping bound is 5 s)");
+  EXPECT_EQ(p.state(), S::kBackingOff);
+  // The bound belonged to that connection: the next one starts without it.
+  ASSERT_EQ(p.OnTimer(t + 9s + 500ms).size(), 1u);
+  ASSERT_TRUE(p.OnOpen(t + 10s, 2).empty());
+  EXPECT_EQ(Show(p.NextDeadline()), Show(t + 25s));  // the first ping only
+  p.SetSilenceBound(t + 10s, 1, 1s);                 // about a connection that is gone: ignored
+  EXPECT_EQ(Show(p.NextDeadline()), Show(t + 25s));
+}
+
+TEST(ConnectionPolicy, AFatalLocalCloseIsFatal) {
+  SplitMix64Random rng(1);
+  ConnectionPolicy p(ExactOptions(), &rng);
+  TimePoint t = SimulatedClock().Now();
+  ASSERT_EQ(p.Start(t).size(), 1u);
+  ASSERT_TRUE(p.OnOpen(t, 1).empty());
+  CloseInfo close{1000, "socket.io connect error: unauthorized", true};
+  close.fatal = true;
+  ASSERT_TRUE(p.OnClosed(t + 1s, 1, close).empty());
+  EXPECT_TRUE(p.status().fatal);
+  EXPECT_EQ(p.status().reason,
+            "closed by bridge: code 1000 \"socket.io connect error: unauthorized\" (fatal)");
+  EXPECT_EQ(Show(p.status().last_delay), Show(30s));
 }
 
 TEST(ConnectionPolicy, ManyFailuresDoNotOverflowTheCounters) {

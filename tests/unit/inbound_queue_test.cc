@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "bridge/payload_pool.h"
+#include "bridge/link/payload_pool.h"
 
 namespace wsbridge {
 namespace {

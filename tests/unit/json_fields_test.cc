@@ -1,5 +1,5 @@
 // Tests for FrameInspector: JSON field extraction and the pong/ack matchers.
-#include "bridge/json_fields.h"
+#include "bridge/protocol/json_fields.h"
 
 #include <gtest/gtest.h>
 

@@ -7,8 +7,8 @@
 #include <thread>
 #include <vector>
 
-#include "bridge/payload_pool.h"
-#include "bridge/ws_config.h"
+#include "bridge/link/payload_pool.h"
+#include "bridge/link/ws_config.h"
 
 namespace wsbridge {
 namespace {

@@ -1,8 +1,8 @@
-// The upstream client configuration's own UTF-8 check (bridge/ws_config.h): text messages are
+// The upstream client configuration's own UTF-8 check (bridge/link/ws_config.h): text messages are
 // validated whole once complete, instead of byte by byte. Real websocketpp client and server
 // over loopback TCP; the server sends hand-built frames, so it can send what a conforming
 // sender would refuse to (invalid UTF-8, a code point split across fragments).
-#include "bridge/ws_config.h"
+#include "bridge/link/ws_config.h"
 
 #include <gtest/gtest.h>
 

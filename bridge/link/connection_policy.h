@@ -30,6 +30,9 @@
 //    at all arrives for heartbeat.timeout_ms after the first unanswered ping, kCloseDead
 //    ("heartbeat timeout") and backoff. A dead link is therefore found at most
 //    interval + timeout after its last sign of life.
+//  - A silence bound set for the open connection (SetSilenceBound: an Engine.IO server's
+//    pingInterval + pingTimeout): nothing at all received for that long -> kCloseDead
+//    ("heartbeat timeout: ..."), whether or not the WebSocket heartbeat is on.
 //  - upstream.connect_timeout_ms: the policy arms it itself on kConnect; if OnOpen does not come
 //    in time, kCloseDead and backoff.
 //
@@ -48,9 +51,9 @@
 #include <string>
 #include <vector>
 
-#include "bridge/backoff.h"
 #include "bridge/clock.h"
 #include "bridge/config.h"
+#include "bridge/link/backoff.h"
 #include "common/status.h"
 
 namespace wsbridge {
@@ -81,6 +84,7 @@ struct Failure {
     kHandshakeStatus,  // the server answered the upgrade with a non-101 HTTP status
     kAuthCommand,      // upstream.auth_command failed
     kProxy,            // HTTP CONNECT proxy failed or refused (http_status, e.g. 407)
+    kExtension,        // the server's extension response cannot be honoured (permessage-deflate)
     kOther,
   };
   Kind kind = Kind::kOther;
@@ -101,6 +105,9 @@ struct CloseInfo {
   int code = 1006;     // WebSocket close code; 1006: no close frame (connection lost)
   std::string reason;  // close reason text from the frame (untrusted; shortened in reasons)
   bool local = false;  // the bridge closed it (e.g. 1009 on an oversized frame), not the peer
+  // The bridge closed it for a reason that retrying cannot cure (a socket.io connect error):
+  // treated like a fatal close code, `reason` being the message.
+  bool fatal = false;
 };
 
 // What the policy asks the I/O layer to do, in order.
@@ -189,6 +196,12 @@ class ConnectionPolicy {
   // the latest ping, and counts as activity. Never brings NextDeadline() earlier.
   void OnPong(TimePoint now, ConnId conn);
 
+  // The open connection `conn` is dead after `bound` without any inbound activity (the
+  // protocol learnt it from the server, e.g. Engine.IO's pingInterval + pingTimeout). Counted
+  // from the latest activity; may bring NextDeadline() earlier: re-arm after it. Cleared when
+  // the connection ends.
+  void SetSilenceBound(TimePoint now, ConnId conn, Duration bound);
+
   // The timer armed at NextDeadline() fired (calling it early or twice is harmless: nothing due,
   // no actions). May return kConnect, kSendPing, kCloseDead(+kExit).
   [[nodiscard]] Actions OnTimer(TimePoint now);
@@ -238,6 +251,8 @@ class ConnectionPolicy {
   std::optional<TimePoint> next_ping_at_;
   std::optional<TimePoint> silent_since_;  // first ping sent since the last activity
   std::optional<TimePoint> ping_sent_at_;  // latest ping not yet answered by a pong
+  TimePoint last_activity_{};              // latest inbound activity (or the open)
+  std::optional<Duration> silence_bound_;  // SetSilenceBound
 
   // Across connections.
   uint32_t failures_ = 0;       // failed attempts in a row (status().attempt)

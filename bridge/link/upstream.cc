@@ -1,4 +1,4 @@
-#include "bridge/upstream.h"
+#include "bridge/link/upstream.h"
 
 #include <spdlog/spdlog.h>
 
@@ -7,34 +7,26 @@
 #include <websocketpp/client.hpp>
 #include <websocketpp/uri.hpp>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "bridge/clock.h"
-#include "bridge/connection_policy.h"
-#include "bridge/json_fields.h"
+#include "bridge/link/auth_command.h"
+#include "bridge/link/connection_policy.h"
+#include "bridge/link/proxy.h"
+#include "bridge/link/ws_config.h"
 #include "bridge/logging.h"
+#include "bridge/protocol/frame_protocol.h"
 #include "bridge/writer.h"
-#include "bridge/ws_config.h"
 #include "common/thread_name.h"
 
 namespace wsbridge {
@@ -70,383 +62,8 @@ Failure::Kind ClassifyTransportError(const std::error_code& ec) {
   return Failure::Kind::kOther;
 }
 
-// ---- HTTP CONNECT proxy (upstream.proxy, else HTTPS_PROXY / HTTP_PROXY / NO_PROXY) ------------
-
-// Where and how to tunnel. The credentials are kept apart from the URL handed to websocketpp,
-// whose URI parser does not understand user:pass@, and never appear in a message.
-struct ProxySettings {
-  std::string url;      // "http://host:port", for connection::set_proxy
-  std::string display;  // "host:port", for logs and failure reasons
-  std::string user;     // percent-decoded; "": no Proxy-Authorization
-  std::string pass;
-  std::string source;  // "upstream.proxy" or the environment variable it came from
-};
-
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-std::string Trim(const std::string& s) {
-  size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
-
-std::string PercentDecode(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16)));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
-// Splits "host:port", "[v6]:port" or "host" (port "" then). False when malformed.
-bool SplitHostPort(const std::string& v, std::string* host, std::string* port) {
-  port->clear();
-  if (!v.empty() && v[0] == '[') {
-    size_t close = v.find(']');
-    if (close == std::string::npos) return false;
-    *host = v.substr(0, close + 1);
-    std::string rest = v.substr(close + 1);
-    if (rest.empty()) return true;
-    if (rest[0] != ':') return false;
-    *port = rest.substr(1);
-    return true;
-  }
-  size_t colon = v.rfind(':');
-  if (colon == std::string::npos) {
-    *host = v;
-    return true;
-  }
-  *host = v.substr(0, colon);
-  *port = v.substr(colon + 1);
-  return true;
-}
-
-// "http://[user:pass@]host[:port][/]"; the scheme may be left out (as in many HTTP_PROXY
-// values). Messages name `source`, never the credentials.
-StatusOr<ProxySettings> ParseProxy(const std::string& value, const std::string& source) {
-  std::string v = Trim(value);
-  size_t scheme_end = v.find("://");
-  if (scheme_end != std::string::npos) {
-    std::string scheme = Lower(v.substr(0, scheme_end));
-    if (scheme != "http") {
-      return Status::InvalidArgument(source + ": only http:// (HTTP CONNECT) proxies are "
-                                     "supported, got " + scheme + "://");
-    }
-    v = v.substr(scheme_end + 3);
-  }
-  size_t slash = v.find_first_of("/?#");
-  if (slash != std::string::npos) v.resize(slash);
-  ProxySettings p;
-  p.source = source;
-  size_t at = v.rfind('@');
-  if (at != std::string::npos) {
-    std::string info = v.substr(0, at);
-    v = v.substr(at + 1);
-    size_t colon = info.find(':');
-    p.user = PercentDecode(info.substr(0, colon));
-    if (colon != std::string::npos) p.pass = PercentDecode(info.substr(colon + 1));
-  }
-  std::string host, port;
-  if (v.empty() || !SplitHostPort(v, &host, &port) || host.empty() || host == "[]") {
-    return Status::InvalidArgument(source + ": expected http://[user:pass@]host:port");
-  }
-  if (port.empty()) port = "80";
-  char* end = nullptr;
-  long n = std::strtol(port.c_str(), &end, 10);
-  if (*end != '\0' || n < 1 || n > 65535) {
-    return Status::InvalidArgument(source + ": bad proxy port \"" + port + "\"");
-  }
-  p.display = host + ":" + port;
-  p.url = "http://" + p.display;
-  return p;
-}
-
-bool ParseIpv4(const std::string& s, uint32_t* out) {
-  in_addr a{};
-  if (inet_pton(AF_INET, s.c_str(), &a) != 1) return false;
-  *out = ntohl(a.s_addr);
-  return true;
-}
-
-// NO_PROXY as curl and Go read it: comma-separated entries; "*" matches everything; a name
-// matches itself and its subdomains (a leading "." or "*." is optional); an entry may carry
-// ":port"; IPv4 entries may be CIDR blocks ("10.0.0.0/8").
-bool NoProxyMatches(const std::string& no_proxy, const std::string& raw_host,
-                    const std::string& port) {
-  std::string host = Lower(raw_host);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  std::stringstream in(no_proxy);
-  std::string entry;
-  while (std::getline(in, entry, ',')) {
-    entry = Lower(Trim(entry));
-    if (entry.empty()) continue;
-    if (entry == "*") return true;
-    std::string name = entry, eport;
-    if (std::count(entry.begin(), entry.end(), ':') == 1 || entry[0] == '[') {
-      if (!SplitHostPort(entry, &name, &eport)) continue;
-    }
-    if (name.size() > 2 && name.front() == '[' && name.back() == ']') {
-      name = name.substr(1, name.size() - 2);
-    }
-    if (!eport.empty() && eport != port) continue;
-    size_t slash = name.find('/');
-    if (slash != std::string::npos) {
-      uint32_t net = 0, ip = 0;
-      int bits = std::atoi(name.c_str() + slash + 1);
-      if (ParseIpv4(name.substr(0, slash), &net) && ParseIpv4(host, &ip) && bits >= 0 &&
-          bits <= 32) {
-        uint32_t mask = bits == 0 ? 0 : ~uint32_t{0} << (32 - bits);
-        if ((net & mask) == (ip & mask)) return true;
-      }
-      continue;
-    }
-    if (name.rfind("*.", 0) == 0) name = name.substr(1);
-    if (!name.empty() && name[0] == '.') name = name.substr(1);
-    if (name.empty()) continue;
-    if (host == name) return true;
-    if (host.size() > name.size() && host.compare(host.size() - name.size(), name.size(), name) == 0 &&
-        host[host.size() - name.size() - 1] == '.') {
-      return true;
-    }
-  }
-  return false;
-}
-
-std::string GetEnv(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
-
-// upstream.proxy when set; when it is unset (not explicitly set to ""), the conventional
-// variables: https_proxy / HTTPS_PROXY for wss://, http_proxy / HTTP_PROXY for ws://, then
-// all_proxy / ALL_PROXY (lower case first, as curl), minus NO_PROXY / no_proxy.
-StatusOr<std::optional<ProxySettings>> ResolveProxy(const Config& config,
-                                                    const websocketpp::uri& upstream) {
-  if (!config.upstream.proxy.empty()) {
-    auto p = ParseProxy(config.upstream.proxy, "upstream.proxy");
-    if (!p.ok()) return p.status();
-    return std::optional<ProxySettings>(*p);
-  }
-  auto src = config.sources.find("upstream.proxy");
-  if (src != config.sources.end() && src->second != "default") {
-    return std::optional<ProxySettings>();  // upstream.proxy = "" given on purpose: direct
-  }
-  std::vector<const char*> vars;
-  if (upstream.get_secure()) {
-    vars = {"https_proxy", "HTTPS_PROXY"};
-  } else {
-    vars = {"http_proxy", "HTTP_PROXY"};
-  }
-  vars.push_back("all_proxy");
-  vars.push_back("ALL_PROXY");
-  for (const char* var : vars) {
-    std::string value = GetEnv(var);
-    if (value.empty()) continue;
-    std::string no_proxy = GetEnv("no_proxy");
-    if (no_proxy.empty()) no_proxy = GetEnv("NO_PROXY");
-    if (NoProxyMatches(no_proxy, upstream.get_host(), upstream.get_port_str())) {
-      spdlog::info("upstream: {} is set, but NO_PROXY covers {}: connecting directly", var,
-                   upstream.get_host());
-      return std::optional<ProxySettings>();
-    }
-    auto p = ParseProxy(value, var);
-    if (!p.ok()) return p.status();
-    return std::optional<ProxySettings>(*p);
-  }
-  return std::optional<ProxySettings>();
-}
-
-// "Proxy connection error: 407 (Proxy Authentication Required)": websocketpp reports a refused
-// CONNECT only as transport error proxy_failed; the status is in the line it writes to the
-// error log (elevel::info), which the link captures for this.
-bool ParseProxyRefusal(const std::string& elog, int* status, std::string* reason) {
-  static const std::regex rx(R"(Proxy connection error: (\d+) \(([^)\n]*)\))");
-  std::smatch m;
-  std::string::const_iterator begin = elog.begin();
-  bool found = false;
-  while (std::regex_search(begin, elog.end(), m, rx)) {  // the last one
-    *status = std::stoi(m[1]);
-    *reason = m[2];
-    found = true;
-    begin = m[0].second;
-  }
-  return found;
-}
-
-// "asio handle_proxy_read error: End of file" and the like: why the tunnel could not be set up.
-std::string ProxyIoError(const std::string& elog) {
-  static const std::regex rx(R"(handle_proxy_\w+ error: ([^\n]*))");
-  std::smatch m;
-  if (std::regex_search(elog, m, rx)) return m[1];
-  return "";
-}
-
-// ---- upstream.auth_command ---------------------------------------------------------------------
-
-struct AuthResult {
-  bool ok = false;
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string error;  // one line: the command's last stderr line, or what went wrong
-};
-
-std::string LastNonEmptyLine(const std::string& text) {
-  std::stringstream in(text);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    line = Trim(line);
-    if (!line.empty()) last = line;
-  }
-  if (last.size() > 300) last = last.substr(0, 300) + "...";
-  return last;
-}
-
-bool IsHeaderToken(const std::string& s) {
-  if (s.empty()) return false;
-  for (unsigned char c : s) {
-    if (std::isalnum(c)) continue;
-    if (std::strchr("!#$%&'*+-.^_`|~", c) == nullptr || c == 0) return false;
-  }
-  return true;
-}
-
-// Runs `command` with /bin/sh -c (stdin /dev/null, its own process group, no inherited
-// descriptors) and collects stdout and stderr until it exits; after `timeout`, or when `cancel`
-// becomes true, its whole process group is killed. Blocks the calling thread.
-AuthResult RunAuthCommand(const std::string& command, std::chrono::milliseconds timeout,
-                          const std::atomic<bool>& cancel) {
-  constexpr size_t kMaxOutput = 64 * 1024;
-  AuthResult r;
-  int out[2] = {-1, -1}, err[2] = {-1, -1};
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-    r.error = std::string("cannot create a pipe: ") + std::strerror(errno);
-    for (int fd : {out[0], out[1], err[0], err[1]}) {
-      if (fd >= 0) close(fd);
-    }
-    return r;
-  }
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);  // the daemon blocks signals in its threads
-  sigemptyset(&defaults);
-  for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD}) sigaddset(&defaults, sig);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, const_cast<char* const*>(argv), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  close(out[1]);
-  close(err[1]);
-  if (rc != 0) {
-    close(out[0]);
-    close(err[0]);
-    r.error = std::string("cannot run /bin/sh: ") + std::strerror(rc);
-    return r;
-  }
-
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + timeout;
-  std::string text[2];
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  bool timed_out = false, cancelled = false;
-  auto expired = [&] {
-    if (cancel.load()) cancelled = true;
-    else if (Clock::now() >= deadline) timed_out = true;
-    return cancelled || timed_out;
-  };
-  while ((fds[0].fd >= 0 || fds[1].fd >= 0) && !expired()) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    int wait_ms = static_cast<int>(std::clamp<int64_t>(left.count(), 1, 50));
-    if (poll(fds, 2, wait_ms) < 0 && errno != EINTR) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buf[4096];
-      ssize_t n = read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        if (text[i].size() < kMaxOutput) text[i].append(buf, static_cast<size_t>(n));
-      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-      }
-    }
-  }
-  int status = 0;
-  // Both pipes closed: the command is done or about to be; it still gets until the deadline.
-  while (!timed_out && !cancelled && waitpid(pid, &status, WNOHANG) == 0) {
-    if (expired()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  if (timed_out || cancelled) {
-    kill(-pid, SIGKILL);
-    waitpid(pid, &status, 0);
-  }
-  for (auto& f : fds) {
-    if (f.fd >= 0) close(f.fd);
-  }
-  std::string last_err = LastNonEmptyLine(text[1]);
-  if (cancelled) {
-    r.error = "cancelled";
-    return r;
-  }
-  if (timed_out) {
-    r.error = "timed out after " + std::to_string(timeout.count()) + " ms" +
-              (last_err.empty() ? "" : ": " + last_err);
-    return r;
-  }
-  if (WIFSIGNALED(status)) {
-    r.error = last_err.empty() ? "killed by signal " + std::to_string(WTERMSIG(status)) : last_err;
-    return r;
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    r.error = last_err.empty() ? "exit status " + std::to_string(WEXITSTATUS(status)) : last_err;
-    return r;
-  }
-  std::stringstream lines(text[0]);
-  std::string line;
-  int n = 0;
-  while (std::getline(lines, line)) {
-    ++n;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (Trim(line).empty()) continue;
-    size_t colon = line.find(':');
-    std::string name = colon == std::string::npos ? "" : Trim(line.substr(0, colon));
-    if (!IsHeaderToken(name)) {
-      // The line itself may hold a secret: only its number is reported.
-      r.error = "stdout line " + std::to_string(n) + " is not \"Name: value\"";
-      r.headers.clear();
-      return r;
-    }
-    r.headers.emplace_back(name, Trim(line.substr(colon + 1)));
-  }
-  r.ok = true;
-  return r;
-}
-
 // ---- start-up checks ---------------------------------------------------------------------------
+
 
 // user:pass@ in upstream.url: websocketpp's URI parser takes it for part of the host, and the
 // credentials would end up in error messages. Refused, without repeating the URL.
@@ -506,11 +123,11 @@ class Link final : public Upstream {
   using ConnectionPtr = typename Client::connection_ptr;
   using MessagePtr = typename Client::message_ptr;
 
-  Link(const Config& config, UpstreamHooks hooks, std::unique_ptr<FrameInspector> inspector,
+  Link(const Config& config, UpstreamHooks hooks, std::unique_ptr<FrameProtocol> protocol,
        PolicyOptions policy_options, std::optional<ProxySettings> proxy)
       : config_(config),
         hooks_(std::move(hooks)),
-        inspector_(std::move(inspector)),
+        protocol_(std::move(protocol)),
         policy_(policy_options, &rng_),
         timer_(io_),
         written_timer_(io_),
@@ -572,8 +189,8 @@ class Link final : public Upstream {
         return;
       }
       for (OutboxRow& r : rows) {
-        auto ec = con_->send(r.payload, r.binary ? websocketpp::frame::opcode::binary
-                                                 : websocketpp::frame::opcode::text);
+        auto ec = r.binary ? SendRaw(r.payload, websocketpp::frame::opcode::binary)
+                           : SendText(protocol_->Frame(r.payload));
         if (ec) {
           spdlog::warn("upstream: outbound send failed: {}", ec.message());
           return;  // the connection is going away; the next open resends from the outbox
@@ -612,7 +229,7 @@ class Link final : public Upstream {
               con_->get_state() == websocketpp::session::state::open) {
             websocketpp::lib::error_code ec;
             con_->ping("", ec);
-            if (!config_.heartbeat.app_ping.empty()) SendText(config_.heartbeat.app_ping);
+            if (!config_.heartbeat.app_ping.empty()) SendRaw(config_.heartbeat.app_ping);
           }
           break;
         case Action::Kind::kCloseDead:
@@ -748,6 +365,8 @@ class Link final : public Upstream {
     con_ = con;
     con_id_ = id;
     tls_error_.clear();
+    handshake_error_.clear();
+    closing_for_protocol_ = false;
     client_cert_requested_ = false;
     elog_.str("");
     paused_ = false;
@@ -790,19 +409,49 @@ class Link final : public Upstream {
 
   void OnOpen(ConnId id) {
     if (id != con_id_) return;
-    uint64_t resume = hooks_.resume_seq();
-    spdlog::info("upstream: connected to {}, resuming after upstream seq {}", RedactedUrl(),
-                 resume);
-    hooks_.stats->connects.fetch_add(1, std::memory_order_relaxed);
-    if (!config_.protocol.resume.empty()) {
-      SendText(ReplaceLastSeq(config_.protocol.resume, resume));
+    // websocketpp calls this even after a failed extension negotiation (it has already
+    // terminated the connection then): the response is checked here, before anything is sent.
+    auto deflate = CheckDeflateResponse(con_->get_response_header("Sec-WebSocket-Extensions"),
+                                        StrictPermessageDeflate::offered());
+    if (!deflate.ok()) {
+      handshake_error_ = deflate.status().message();
+      con_->terminate(websocketpp::lib::error_code());
+      return;
     }
-    for (const auto& text : config_.protocol.on_open) SendText(ReplaceLastSeq(text, resume));
-    // Only now may the outbox flow: after the resume and on_open texts.
+    std::string compression = !StrictPermessageDeflate::offered() ? ""
+                              : *deflate ? ", permessage-deflate (" + (*deflate)->ToString() + ")"
+                                         : ", permessage-deflate declined by the server";
+    spdlog::info("upstream: connected to {}{}", RedactedUrl(), compression);
+    hooks_.stats->connects.fetch_add(1, std::memory_order_relaxed);
     enqueued_bytes_ = 0;
     unwritten_.clear();
-    PushLinkEvent(LinkEvent::Kind::kOpen, id);
     Apply(policy_.OnOpen(Now(), id));
+    if (protocol_->OnConnectionOpen()) StartSession(id);
+  }
+
+  // The session is open (at the WebSocket open, or when an Engine.IO server has connected the
+  // namespace): the resume and on_open texts, then the outbox may flow.
+  void StartSession(ConnId id) {
+    uint64_t resume = hooks_.resume_seq();
+    spdlog::info("upstream: session open, resuming after upstream seq {}", resume);
+    if (!resume_text_.empty()) SendText(protocol_->Frame(ReplaceLastSeq(resume_text_, resume)));
+    for (const auto& text : config_.protocol.on_open) {
+      SendText(protocol_->Frame(ReplaceLastSeq(text, resume)));
+    }
+    PushLinkEvent(LinkEvent::Kind::kOpen, id);
+  }
+
+  // The protocol ended this connection (Engine.IO close or connect error, an inflated frame too
+  // big): close it; OnClose reports `reason` (and `fatal`) to the policy.
+  void CloseForProtocol(websocketpp::close::status::value code, const std::string& reason,
+                        bool fatal) {
+    if (closing_for_protocol_) return;
+    closing_for_protocol_ = true;
+    protocol_close_ = CloseInfo{static_cast<int>(code), reason, true};
+    protocol_close_.fatal = fatal;
+    websocketpp::lib::error_code ec;
+    con_->close(code, reason.substr(0, 120), ec);  // a close reason has room for 123 bytes
+    if (ec) con_->terminate(websocketpp::lib::error_code());
   }
 
   void OnMessage(ConnId id, MessagePtr msg) {
@@ -816,27 +465,17 @@ class Link final : public Upstream {
       policy_.OnActivity(Now(), id);
       asio::post(io_, [this] { HandOff(); });
     }
+    if (closing_for_protocol_) return;  // what follows a frame that ended the session
     InboundFrame f;
     f.received_at_unix_ns = read_at_unix_ns_;
     f.binary = msg->get_opcode() == websocketpp::frame::opcode::binary;
     std::string& payload = msg->get_raw_payload();
-    if (!f.binary && inspector_->active()) {
-      FrameInfo info = inspector_->Inspect(payload);
-      if (info.kind == FrameInfo::Kind::kAppPong) {
-        hooks_.stats->app_pongs.fetch_add(1, std::memory_order_relaxed);
-        OnPong(id);
-        return;
-      }
-      if (info.kind == FrameInfo::Kind::kAck) {
-        LinkEvent e;
-        e.kind = LinkEvent::Kind::kAck;
-        e.conn = id;
-        e.id = std::move(info.ack_id);
-        hooks_.events->Push(std::move(e));
-        return;
-      }
-      f.upstream_seq = info.upstream_seq;
-      f.topic = std::move(info.topic);
+    if (protocol_->active()) {
+      FrameOutcome out = protocol_->OnMessage(f.binary, &payload);
+      if (!Carry(id, &out)) return;
+      f.binary = out.binary;
+      f.upstream_seq = out.upstream_seq;
+      f.topic = std::move(out.topic);
     }
     if (!f.upstream_seq) hooks_.stats->frames_no_seq.fetch_add(1, std::memory_order_relaxed);
     f.payload = std::move(payload);
@@ -855,14 +494,65 @@ class Link final : public Upstream {
     }
   }
 
+  // Carries out what the protocol made of one message: its answers first, then the rest.
+  // True when the message is data to journal.
+  bool Carry(ConnId id, FrameOutcome* out) {
+    Stats& stats = *hooks_.stats;
+    for (const std::string& text : out->send) SendText(text);
+    if (out->replies) stats.replies_sent.fetch_add(out->replies, std::memory_order_relaxed);
+    if (out->reply_failed) stats.reply_failures.fetch_add(1, std::memory_order_relaxed);
+    if (out->inflate_failed) stats.inflate_failures.fetch_add(1, std::memory_order_relaxed);
+    if (out->malformed_packet) stats.malformed_packets.fetch_add(1, std::memory_order_relaxed);
+    if (!out->warning.empty()) spdlog::warn("upstream: {}", out->warning);
+    if (out->silence_bound) {
+      policy_.SetSilenceBound(Now(), id, *out->silence_bound);
+      ArmTimer();
+    }
+    switch (out->kind) {
+      case FrameOutcome::Kind::kData:
+        return true;
+      case FrameOutcome::Kind::kConsumed:
+        return false;
+      case FrameOutcome::Kind::kAppPong:
+        stats.app_pongs.fetch_add(1, std::memory_order_relaxed);
+        OnPong(id);
+        return false;
+      case FrameOutcome::Kind::kAck: {
+        LinkEvent e;
+        e.kind = LinkEvent::Kind::kAck;
+        e.conn = id;
+        e.id = std::move(out->ack_id);
+        hooks_.events->Push(std::move(e));
+        return false;
+      }
+      case FrameOutcome::Kind::kSessionOpen:
+        StartSession(id);
+        return false;
+      case FrameOutcome::Kind::kLost:
+        CloseForProtocol(websocketpp::close::status::normal, out->reason, false);
+        return false;
+      case FrameOutcome::Kind::kFatal:
+        CloseForProtocol(websocketpp::close::status::normal, out->reason, true);
+        return false;
+      case FrameOutcome::Kind::kTooBig:
+        CloseForProtocol(websocketpp::close::status::message_too_big, out->reason, false);
+        return false;
+    }
+    return false;
+  }
+
   // A small read (a low rate: a few messages) is committed right here when the writer is idle,
   // saving every message a thread hand-off. A large one goes to the writer through the queue,
   // so that its commit overlaps reading the next one.
   void HandOff() {
     hand_off_posted_ = false;
-    if (read_frames_.empty()) return;  // only pongs and acks in this read
+    if (read_frames_.empty()) {  // only pongs, acks and replied pings in this read
+      CountWireBytes();
+      return;
+    }
     hooks_.stats->frames_in.fetch_add(read_frames_.size(), std::memory_order_relaxed);
     hooks_.stats->bytes_in.fetch_add(read_bytes_, std::memory_order_relaxed);
+    CountWireBytes();
     const bool small = read_frames_.size() <= kInlineMaxFrames && read_bytes_ <= kInlineMaxBytes;
     read_bytes_ = 0;
     read_cost_ = 0;
@@ -873,6 +563,12 @@ class Link final : public Upstream {
       return;
     }
     hooks_.queue->PushAll(&read_frames_, paused_);
+  }
+
+  void CountWireBytes() {
+    uint64_t total = ws_detail::WirePayloadBytes();
+    hooks_.stats->wire_bytes_in.fetch_add(total - wire_bytes_seen_, std::memory_order_relaxed);
+    wire_bytes_seen_ = total;
   }
 
   void OnPong(ConnId id) {
@@ -886,6 +582,10 @@ class Link final : public Upstream {
 
   void OnFail(ConnId id) {
     if (id != con_id_ || !con_) return;
+    if (!handshake_error_.empty()) {
+      FailHandshake(id);
+      return;
+    }
     Failure f;
     int status = static_cast<int>(con_->get_response_code());
     if (status != 0 && status != 101) {
@@ -947,19 +647,36 @@ class Link final : public Upstream {
     Apply(actions);
   }
 
+  // The server's handshake response could not be honoured (OnOpen): a failed attempt, not a
+  // lost connection.
+  void FailHandshake(ConnId id) {
+    Failure f{Failure::Kind::kExtension, 0, std::nullopt, handshake_error_};
+    handshake_error_.clear();
+    con_.reset();
+    Fail(id, f);
+  }
+
   void OnClose(ConnId id) {
     if (id != con_id_ || !con_) return;
+    if (!handshake_error_.empty()) {
+      FailHandshake(id);
+      return;
+    }
     CloseInfo info;
     auto local = con_->get_local_close_code();
     info.code = con_->get_remote_close_code();
     info.reason = con_->get_remote_close_reason();
     std::string what;
-    if (local == websocketpp::close::status::message_too_big) {
+    if (closing_for_protocol_ && local != websocketpp::close::status::message_too_big) {
+      info = protocol_close_;
+      what = protocol_close_.reason;
+    } else if (local == websocketpp::close::status::message_too_big) {
       info.local = true;
       info.code = local;
       hooks_.stats->oversized_closes.fetch_add(1, std::memory_order_relaxed);
       what = "closed with 1009: an inbound frame exceeded upstream.max_message_bytes (" +
-             std::to_string(config_.upstream.max_message_bytes) + ")";
+             std::to_string(config_.upstream.max_message_bytes) + ")" +
+             (closing_for_protocol_ ? " once inflated" : "");
     } else {
       what = "connection closed (code " + std::to_string(info.code) +
              (info.reason.empty() ? "" : ", \"" + info.reason + "\"") + ")";
@@ -972,7 +689,10 @@ class Link final : public Upstream {
       spdlog::info("upstream: closed");
       return;
     }
-    hooks_.stats->CountReconnectReason(info.local ? "message_too_big" : "closed");
+    hooks_.stats->CountReconnectReason(
+        local == websocketpp::close::status::message_too_big ? "message_too_big"
+        : closing_for_protocol_                              ? "protocol"
+                                                             : "closed");
     Actions actions = policy_.OnClosed(Now(), id, info);
     LogRetry(what);
     Apply(actions);
@@ -999,9 +719,18 @@ class Link final : public Upstream {
     }
   }
 
-  void SendText(const std::string& text) {
-    auto ec = con_->send(text, websocketpp::frame::opcode::text);
+  // Every message the bridge sends goes out uncompressed, even with permessage-deflate on
+  // (see permessage_deflate.h): connection::send(string) would mark it compressed.
+  websocketpp::lib::error_code SendRaw(const std::string& payload,
+                                       websocketpp::frame::opcode::value op =
+                                           websocketpp::frame::opcode::text) {
+    return con_->send(payload.data(), payload.size(), op);
+  }
+
+  websocketpp::lib::error_code SendText(const std::string& text) {
+    auto ec = SendRaw(text);
     if (ec) spdlog::warn("upstream: send failed: {}", ec.message());
+    return ec;
   }
 
   std::string RedactedUrl() const {
@@ -1012,7 +741,14 @@ class Link final : public Upstream {
 
   const Config& config_;
   UpstreamHooks hooks_;
-  std::unique_ptr<FrameInspector> inspector_;
+  std::unique_ptr<FrameProtocol> protocol_;
+  // protocol.resume, unless framing is engineio and it was left at its default (the reference
+  // protocol's resume text means nothing to a socket.io server).
+  const std::string resume_text_ =
+      config_.protocol.framing == "engineio" && config_.sources.count("protocol.resume") != 0 &&
+              config_.sources.at("protocol.resume") == "default"
+          ? ""
+          : config_.protocol.resume;
   SystemRandom rng_;
   ConnectionPolicy policy_;
   asio::io_context io_;
@@ -1038,6 +774,10 @@ class Link final : public Upstream {
   bool hand_off_posted_ = false;
   int exit_code_ = 0;
   std::string tls_error_;
+  std::string handshake_error_;  // the server's response cannot be honoured (OnOpen)
+  bool closing_for_protocol_ = false;  // CloseForProtocol was called on this connection
+  CloseInfo protocol_close_;           // what it reports
+  uint64_t wire_bytes_seen_ = 0;       // ws_detail::WirePayloadBytes() already counted
   bool client_cert_requested_ = false;  // the TLS server asked for one and none is configured
   const std::optional<ProxySettings> proxy_;
   std::thread auth_thread_;  // runs upstream.auth_command for the current attempt
@@ -1096,6 +836,40 @@ void Link<WssClientConfig>::InitTls() {
 
 }  // namespace
 
+StatusOr<std::unique_ptr<FrameProtocol>> CreateFrameProtocol(const Config& config) {
+  const ProtocolConfig& pc = config.protocol;
+  FrameProtocolOptions o;
+  o.framing = pc.framing == "engineio" ? Framing::kEngineIo : Framing::kJson;
+  o.replies = pc.replies;
+  o.decompress = ParseCompression(pc.decompress).value_or(Compression::kNone);
+  o.max_message_bytes = config.upstream.max_message_bytes;
+  o.socketio_namespace = pc.socketio_namespace;
+  o.socketio_auth = pc.socketio_auth;
+  o.inspector.seq_field = pc.seq_field;
+  o.inspector.topic_field = o.framing == Framing::kEngineIo ? "" : pc.topic_field;
+  o.inspector.app_pong = config.heartbeat.app_pong;
+  o.inspector.ack_match = pc.ack_match;
+  o.inspector.ack_id_field = pc.ack_id_field;
+  auto protocol = FrameProtocol::Create(std::move(o));
+  if (!protocol.ok()) return protocol.status();
+  if ((*protocol)->options().framing == Framing::kEngineIo) {
+    // Texts sent on open are socket.io events there: they must be ["event", ...] arrays.
+    const auto& sources = config.sources;
+    auto src = sources.find("protocol.resume");
+    bool resume_default = src == sources.end() || src->second == "default";
+    std::vector<std::pair<std::string, std::string>> texts;
+    if (!resume_default && !pc.resume.empty()) texts.emplace_back("protocol.resume", pc.resume);
+    for (size_t i = 0; i < pc.on_open.size(); ++i) {
+      texts.emplace_back("protocol.on_open[" + std::to_string(i) + "]", pc.on_open[i]);
+    }
+    for (const auto& [key, text] : texts) {
+      Status st = (*protocol)->CheckOutbound(ReplaceLastSeq(text, 0), false);
+      if (!st.ok()) return Status::InvalidArgument(key + ": " + st.message());
+    }
+  }
+  return protocol;
+}
+
 StatusOr<std::unique_ptr<Upstream>> Upstream::Create(const Config& config, UpstreamHooks hooks) {
   if (UrlHasUserInfo(config.upstream.url)) {
     return Status::InvalidArgument(
@@ -1107,14 +881,9 @@ StatusOr<std::unique_ptr<Upstream>> Upstream::Create(const Config& config, Upstr
   if (!uri.get_valid()) {
     return Status::InvalidArgument("upstream.url: not a valid URL: " + config.upstream.url);
   }
-  InspectorOptions io;
-  io.seq_field = config.protocol.seq_field;
-  io.topic_field = config.protocol.topic_field;
-  io.app_pong = config.heartbeat.app_pong;
-  io.ack_match = config.protocol.ack_match;
-  io.ack_id_field = config.protocol.ack_id_field;
-  auto inspector = FrameInspector::Create(io);
-  if (!inspector.ok()) return inspector.status();
+  auto protocol = CreateFrameProtocol(config);
+  if (!protocol.ok()) return protocol.status();
+  StrictPermessageDeflate::SetOffered(config.upstream.permessage_deflate);
   auto policy = PolicyOptions::FromConfig(config);
   if (!policy.ok()) return policy.status();
   if (Status st = CheckClientCertificate(config.upstream.tls); !st.ok()) return st;
@@ -1136,10 +905,10 @@ StatusOr<std::unique_ptr<Upstream>> Upstream::Create(const Config& config, Upstr
                    "checked");
     }
     return std::unique_ptr<Upstream>(new Link<WssClientConfig>(
-        config, std::move(hooks), std::move(inspector).value(), *policy, std::move(proxy).value()));
+        config, std::move(hooks), std::move(protocol).value(), *policy, std::move(proxy).value()));
   }
   return std::unique_ptr<Upstream>(new Link<WsClientConfig>(
-      config, std::move(hooks), std::move(inspector).value(), *policy, std::move(proxy).value()));
+      config, std::move(hooks), std::move(protocol).value(), *policy, std::move(proxy).value()));
 }
 
 }  // namespace wsbridge

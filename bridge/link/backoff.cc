@@ -1,4 +1,4 @@
-#include "bridge/backoff.h"
+#include "bridge/link/backoff.h"
 
 #include <algorithm>
 #include <cctype>

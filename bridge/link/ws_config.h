@@ -14,6 +14,11 @@
 //   with 1007, as before (see the specializations at the end; tests/unit/ws_config_test.cc).
 // - The processor's get_message() hands the finished message over by move (a specialization at
 //   the end, like the UTF-8 check).
+// - permessage-deflate (RFC 7692) is StrictPermessageDeflate (permessage_deflate.h): offered
+//   when upstream.permessage_deflate is on, negotiated strictly, and bounded on the inflated
+//   size (max_message_size) by the payload specializations at the end.
+// - The payload bytes of every frame as it came off the wire (before inflation) are counted
+//   per thread (WirePayloadBytes), for wsbridge_wire_bytes_in_total.
 #pragma once
 
 #include <simdjson.h>
@@ -27,7 +32,8 @@
 #include <websocketpp/config/asio_no_tls_client.hpp>
 #include <websocketpp/processors/hybi13.hpp>
 
-#include "bridge/ws_recycling.h"
+#include "bridge/link/permessage_deflate.h"
+#include "bridge/link/ws_recycling.h"
 
 namespace wsbridge {
 
@@ -86,6 +92,7 @@ struct ClientConfig : public Base {
   static const size_t connection_read_buffer_size = 65536;
   typedef LongTransportTimeouts<typename base::transport_config> transport_config;
   typedef websocketpp::transport::asio::endpoint<transport_config> transport_type;
+  typedef StrictPermessageDeflate permessage_deflate_type;
 };
 
 using WsClientConfig = ClientConfig<websocketpp::config::asio_client>;
@@ -93,19 +100,28 @@ using WssClientConfig = ClientConfig<websocketpp::config::asio_tls_client>;
 
 namespace ws_detail {
 
+// Payload bytes received on this thread's upstream connections, as on the wire (compressed
+// ones before inflation). The link reads it on its I/O thread.
+inline uint64_t& WirePayloadBytes() {
+  thread_local uint64_t bytes = 0;
+  return bytes;
+}
+
 // hybi13::process_payload_bytes without the per-byte UTF-8 state machine: unmask, then append
-// (inflating when permessage-deflate is on), exactly as websocketpp 0.8.2 does otherwise.
-template <typename Header, typename MsgMetadata, typename Deflate>
-size_t AppendPayload(const Header& basic_header, MsgMetadata& msg, Deflate& deflate,
-                     size_t& bytes_needed, uint8_t* buf, size_t len,
-                     websocketpp::lib::error_code& ec) {
+// (inflating, bounded by max_size, when permessage-deflate is on), as websocketpp 0.8.2 does
+// otherwise.
+template <typename Header, typename MsgMetadata>
+size_t AppendPayload(const Header& basic_header, MsgMetadata& msg,
+                     StrictPermessageDeflate& deflate, size_t max_size, size_t& bytes_needed,
+                     uint8_t* buf, size_t len, websocketpp::lib::error_code& ec) {
   namespace frame = websocketpp::frame;
   if (frame::get_masked(basic_header)) {
     msg.prepared_key = frame::byte_mask_circ(buf, len, msg.prepared_key);
   }
+  WirePayloadBytes() += len;
   std::string& out = msg.msg_ptr->get_raw_payload();
   if (deflate.is_enabled() && msg.msg_ptr->get_compressed()) {
-    ec = deflate.decompress(buf, len, out);
+    ec = deflate.decompress(buf, len, out, max_size);
     if (ec) return 0;
   } else {
     out.append(reinterpret_cast<char*>(buf), len);
@@ -115,12 +131,12 @@ size_t AppendPayload(const Header& basic_header, MsgMetadata& msg, Deflate& defl
 }
 
 // hybi13::finalize_message, with the UTF-8 check over the whole text message.
-template <typename MsgMetadata, typename Deflate>
-websocketpp::lib::error_code FinishMessage(MsgMetadata& msg, Deflate& deflate) {
+template <typename MsgMetadata>
+websocketpp::lib::error_code FinishMessage(MsgMetadata& msg, StrictPermessageDeflate& deflate,
+                                           size_t max_size) {
   std::string& out = msg.msg_ptr->get_raw_payload();
   if (deflate.is_enabled() && msg.msg_ptr->get_compressed()) {
-    uint8_t trailer[4] = {0x00, 0x00, 0xff, 0xff};
-    websocketpp::lib::error_code ec = deflate.decompress(trailer, 4, out);
+    websocketpp::lib::error_code ec = deflate.finish(out, max_size);
     if (ec) return ec;
   }
   if (msg.msg_ptr->get_opcode() == websocketpp::frame::opcode::TEXT &&
@@ -143,13 +159,14 @@ websocketpp::lib::error_code FinishMessage(MsgMetadata& msg, Deflate& deflate) {
   inline size_t websocketpp::processor::hybi13<Config>::process_payload_bytes(                 \
       uint8_t* buf, size_t len, lib::error_code& ec) {                                          \
     return wsbridge::ws_detail::AppendPayload(m_basic_header, *m_current_msg,                   \
-                                              m_permessage_deflate, m_bytes_needed, buf, len,  \
-                                              ec);                                              \
+                                              m_permessage_deflate, this->m_max_message_size,   \
+                                              m_bytes_needed, buf, len, ec);                    \
   }                                                                                             \
   template <>                                                                                   \
   inline websocketpp::lib::error_code                                                          \
   websocketpp::processor::hybi13<Config>::finalize_message() {                                 \
-    lib::error_code ec = wsbridge::ws_detail::FinishMessage(*m_current_msg, m_permessage_deflate); \
+    lib::error_code ec = wsbridge::ws_detail::FinishMessage(*m_current_msg, m_permessage_deflate,  \
+                                                            this->m_max_message_size);          \
     if (!ec) m_state = READY;                                                                   \
     return ec;                                                                                  \
   }                                                                                             \

@@ -20,8 +20,8 @@
 #include <websocketpp/common/memory.hpp>
 #include <websocketpp/frame.hpp>
 
-#include "bridge/payload_pool.h"
-#include "bridge/per_thread.h"
+#include "bridge/link/payload_pool.h"
+#include "bridge/link/per_thread.h"
 
 namespace wsbridge {
 

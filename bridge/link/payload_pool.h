@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "bridge/per_thread.h"
+#include "bridge/link/per_thread.h"
 
 namespace wsbridge {
 

@@ -1,4 +1,4 @@
-#include "bridge/connection_policy.h"
+#include "bridge/link/connection_policy.h"
 
 #include <algorithm>
 #include <utility>
@@ -84,6 +84,8 @@ const char* ToString(Failure::Kind kind) {
       return "auth_command";
     case Failure::Kind::kProxy:
       return "proxy";
+    case Failure::Kind::kExtension:
+      return "extension";
     case Failure::Kind::kOther:
       return "other";
   }
@@ -114,6 +116,8 @@ std::string Failure::ToString() const {
         return m.empty() ? out : out + " " + m;
       }
       return WithMessage("proxy failed", message);
+    case Kind::kExtension:
+      return WithMessage("handshake refused by the bridge", message);
     case Kind::kOther:
       return WithMessage("connection failed", message);
   }
@@ -237,6 +241,8 @@ Actions ConnectionPolicy::OnOpen(TimePoint now, ConnId conn) {
     silent_since_.reset();
     ping_sent_at_.reset();
     next_ping_at_.reset();
+    last_activity_ = now;
+    silence_bound_.reset();
     if (HeartbeatOn()) next_ping_at_ = now + options_.heartbeat_interval;
     ProveAlive(now);  // resets at once when min_uptime is 0
     return {};
@@ -261,7 +267,7 @@ Actions ConnectionPolicy::OnClosed(TimePoint now, ConnId conn, const CloseInfo& 
   } else {
     return {};
   }
-  const bool fatal = !close.local && IsFatalClose(close.code);
+  const bool fatal = close.fatal || (!close.local && IsFatalClose(close.code));
   if (fatal) reason += " (fatal)";
   Actions out;
   EndConnection(now, reason, fatal, std::nullopt, &out);
@@ -271,7 +277,14 @@ Actions ConnectionPolicy::OnClosed(TimePoint now, ConnId conn, const CloseInfo& 
 void ConnectionPolicy::OnActivity(TimePoint now, ConnId conn) {
   if (state_ != PolicyState::kOpen || conn != conn_) return;
   silent_since_.reset();
+  last_activity_ = now;
   ProveAlive(now);
+}
+
+void ConnectionPolicy::SetSilenceBound(TimePoint now, ConnId conn, Duration bound) {
+  if (state_ != PolicyState::kOpen || conn != conn_ || bound <= Duration::zero()) return;
+  silence_bound_ = bound;
+  last_activity_ = now;  // the packet that told us is activity
 }
 
 void ConnectionPolicy::OnPong(TimePoint now, ConnId conn) {
@@ -314,6 +327,14 @@ Actions ConnectionPolicy::OnTimer(TimePoint now) {
         EndConnection(now, reason, false, std::nullopt, &out);
         break;
       }
+      if (silence_bound_ && now >= last_activity_ + *silence_bound_) {
+        std::string reason = "heartbeat timeout: nothing received for " +
+                             FormatDuration(now - last_activity_) + " (the server's ping bound is " +
+                             FormatDuration(*silence_bound_) + ")";
+        out.push_back(Action{Action::Kind::kCloseDead, conn_, reason});
+        EndConnection(now, reason, false, std::nullopt, &out);
+        break;
+      }
       // Without a heartbeat there is no way to tell a quiet link from a dead one: trust time.
       if (!HeartbeatOn()) ProveAlive(now);
       if (next_ping_at_ && now >= *next_ping_at_) {
@@ -345,6 +366,7 @@ void ConnectionPolicy::EndConnection(TimePoint now, const std::string& reason, b
   connect_deadline_.reset();
   next_ping_at_.reset();
   silent_since_.reset();
+  silence_bound_.reset();
   ping_sent_at_.reset();
 
   if (options_.max_attempts > 0 && failures_ >= options_.max_attempts) {
@@ -390,6 +412,7 @@ std::optional<TimePoint> ConnectionPolicy::NextDeadline() const {
       };
       if (HeartbeatOn() && silent_since_) consider(*silent_since_ + options_.heartbeat_timeout);
       if (!HeartbeatOn() && !uptime_proven_) consider(opened_at_ + options_.min_uptime);
+      if (silence_bound_) consider(last_activity_ + *silence_bound_);
       return next;
     }
     case PolicyState::kIdle:

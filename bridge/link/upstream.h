@@ -27,6 +27,13 @@
 
 namespace wsbridge {
 
+class FrameProtocol;
+
+// The frame protocol (SPEC §6, §9) that Upstream::Create gives its link, from protocol.*,
+// heartbeat.app_pong and upstream.max_message_bytes; errors name the key. Also used by the
+// daemon to check producers' payloads against the framing (a second instance, its own thread).
+StatusOr<std::unique_ptr<FrameProtocol>> CreateFrameProtocol(const Config& config);
+
 struct UpstreamHooks {
   InboundQueue* queue = nullptr;
   // Offered the frames of each small socket read: commits them on the I/O thread and returns

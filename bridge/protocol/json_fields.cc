@@ -1,4 +1,4 @@
-#include "bridge/json_fields.h"
+#include "bridge/protocol/json_fields.h"
 
 #include <simdjson.h>
 
@@ -9,85 +9,42 @@
 namespace wsbridge {
 namespace {
 
-// A JSON pointer split into its reference tokens once ("/a/b~1c" -> "a", "b/c"), so that each
-// frame's lookup is a walk of at_key() calls: at_pointer() parses the pointer text again on
-// every call, ~5 % of the I/O thread's time under load. Same semantics: object members by exact
-// key, array elements by a decimal index without leading zeros.
-class FieldPath {
- public:
-  FieldPath() = default;
-  explicit FieldPath(std::string_view pointer) {
-    while (!pointer.empty() && pointer.front() == '/') {
-      pointer.remove_prefix(1);
-      const size_t end = std::min(pointer.find('/'), pointer.size());
-      std::string token;
-      for (size_t i = 0; i < end; ++i) {
-        if (pointer[i] == '~' && i + 1 < end && (pointer[i + 1] == '0' || pointer[i + 1] == '1')) {
-          token += pointer[++i] == '0' ? '~' : '/';
-        } else {
-          token += pointer[i];
-        }
-      }
-      tokens_.push_back(std::move(token));
-      pointer.remove_prefix(end);
-    }
-  }
-  bool empty() const { return tokens_.empty(); }
-
-  bool Find(simdjson::dom::element root, simdjson::dom::element* out) const {
-    simdjson::dom::element el = root;
-    for (const std::string& token : tokens_) {
-      simdjson::dom::object obj;
-      simdjson::dom::array arr;
-      if (el.get_object().get(obj) == simdjson::SUCCESS) {
-        if (obj.at_key(token).get(el) != simdjson::SUCCESS) return false;
-      } else if (el.get_array().get(arr) == simdjson::SUCCESS) {
-        size_t index = 0;
-        if (token.empty() || (token.size() > 1 && token[0] == '0')) return false;
-        auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), index);
-        if (ec != std::errc() || end != token.data() + token.size()) return false;
-        if (arr.at(index).get(el) != simdjson::SUCCESS) return false;
-      } else {
-        return false;
-      }
-    }
-    *out = el;
-    return true;
-  }
-
- private:
-  std::vector<std::string> tokens_;
-};
-
-// The value at `path` rendered as text for comparison: strings unquoted, integers and
-// booleans as written. Other types (objects, arrays, floats, null) yield nullopt.
-std::optional<std::string> ScalarText(simdjson::dom::element root, const FieldPath& path) {
-  simdjson::dom::element el;
-  if (!path.Find(root, &el)) return std::nullopt;
+// A scalar as text for comparison: strings unquoted, integers and booleans as written; false
+// for other types (objects, arrays, floats, null). Integers are written into `buf`.
+bool ScalarView(simdjson::dom::element el, char (&buf)[24], std::string_view* out) {
   switch (el.type()) {
-    case simdjson::dom::element_type::STRING: {
-      std::string_view s;
-      if (el.get_string().get(s) != simdjson::SUCCESS) return std::nullopt;
-      return std::string(s);
-    }
+    case simdjson::dom::element_type::STRING:
+      return el.get_string().get(*out) == simdjson::SUCCESS;
     case simdjson::dom::element_type::INT64: {
       int64_t v = 0;
-      if (el.get_int64().get(v) != simdjson::SUCCESS) return std::nullopt;
-      return std::to_string(v);
+      if (el.get_int64().get(v) != simdjson::SUCCESS) return false;
+      *out = std::string_view(buf, std::to_chars(buf, buf + sizeof(buf), v).ptr - buf);
+      return true;
     }
     case simdjson::dom::element_type::UINT64: {
       uint64_t v = 0;
-      if (el.get_uint64().get(v) != simdjson::SUCCESS) return std::nullopt;
-      return std::to_string(v);
+      if (el.get_uint64().get(v) != simdjson::SUCCESS) return false;
+      *out = std::string_view(buf, std::to_chars(buf, buf + sizeof(buf), v).ptr - buf);
+      return true;
     }
     case simdjson::dom::element_type::BOOL: {
       bool v = false;
-      if (el.get_bool().get(v) != simdjson::SUCCESS) return std::nullopt;
-      return v ? "true" : "false";
+      if (el.get_bool().get(v) != simdjson::SUCCESS) return false;
+      *out = v ? "true" : "false";
+      return true;
     }
     default:
-      return std::nullopt;
+      return false;
   }
+}
+
+// The value at `path` rendered as text (ScalarView), copied.
+std::optional<std::string> ScalarText(simdjson::dom::element root, const FieldPath& path) {
+  simdjson::dom::element el;
+  char buf[24];
+  std::string_view text;
+  if (!path.Find(root, &el) || !ScalarView(el, buf, &text)) return std::nullopt;
+  return std::string(text);
 }
 
 // A sequence number: a non-negative integer that fits uint64, or a string of digits.
@@ -106,12 +63,10 @@ std::optional<uint64_t> SeqValue(simdjson::dom::element root, const FieldPath& p
 }
 
 bool Matches(const Matcher& m, const FieldPath& path, std::string_view text,
-             simdjson::dom::element* root) {
+             const simdjson::dom::element* root) {
   if (m.empty()) return false;
   if (m.is_exact_text()) return text == m.value();
-  if (root == nullptr) return false;
-  auto got = ScalarText(*root, path);
-  return got && *got == m.value();
+  return root != nullptr && ScalarEquals(*root, path, m.value());
 }
 
 // Where a JSON text's first significant character is ('{' for an object), or npos.
@@ -135,6 +90,58 @@ std::string DottedToPointer(std::string_view dotted) {
     else out += c;
   }
   return out;
+}
+
+bool IsDottedPath(std::string_view s) {
+  if (s.empty() || s.front() == '.' || s.back() == '.' || s.find("..") != std::string_view::npos) {
+    return false;
+  }
+  return s.find_first_of(" \t\r\n\"{}[],:=") == std::string_view::npos;
+}
+
+FieldPath::FieldPath(std::string_view pointer) {
+  while (!pointer.empty() && pointer.front() == '/') {
+    pointer.remove_prefix(1);
+    const size_t end = std::min(pointer.find('/'), pointer.size());
+    std::string token;
+    for (size_t i = 0; i < end; ++i) {
+      if (pointer[i] == '~' && i + 1 < end && (pointer[i + 1] == '0' || pointer[i + 1] == '1')) {
+        token += pointer[++i] == '0' ? '~' : '/';
+      } else {
+        token += pointer[i];
+      }
+    }
+    tokens_.push_back(std::move(token));
+    pointer.remove_prefix(end);
+  }
+}
+
+bool FieldPath::Find(simdjson::dom::element root, simdjson::dom::element* out) const {
+  simdjson::dom::element el = root;
+  for (const std::string& token : tokens_) {
+    simdjson::dom::object obj;
+    simdjson::dom::array arr;
+    if (el.get_object().get(obj) == simdjson::SUCCESS) {
+      if (obj.at_key(token).get(el) != simdjson::SUCCESS) return false;
+    } else if (el.get_array().get(arr) == simdjson::SUCCESS) {
+      size_t index = 0;
+      if (token.empty() || (token.size() > 1 && token[0] == '0')) return false;
+      auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), index);
+      if (ec != std::errc() || end != token.data() + token.size()) return false;
+      if (arr.at(index).get(el) != simdjson::SUCCESS) return false;
+    } else {
+      return false;
+    }
+  }
+  *out = el;
+  return true;
+}
+
+bool ScalarEquals(simdjson::dom::element root, const FieldPath& path, std::string_view value) {
+  simdjson::dom::element el;
+  char buf[24];
+  std::string_view text;
+  return path.Find(root, &el) && ScalarView(el, buf, &text) && text == value;
 }
 
 StatusOr<Matcher> Matcher::Parse(const std::string& spec, bool allow_exact_text) {
@@ -191,32 +198,39 @@ bool FrameInspector::active() const {
 }
 
 FrameInfo FrameInspector::Inspect(std::string_view text) {
-  FrameInfo info;
-  // Cheap pre-check: only objects can carry fields (leading whitespace allowed).
-  size_t i = FirstNonSpace(text);
   simdjson::dom::element root;
-  bool is_object = false;
-  if (i != std::string_view::npos && text[i] == '{' && impl_->parser.parse(text.data(), text.size()).get(root) == simdjson::SUCCESS) {
-    info.valid_json = true;
-    is_object = root.is_object();
-  }
-  simdjson::dom::element* rootp = is_object ? &root : nullptr;
-  if (Matches(impl_->app_pong, impl_->app_pong_field, text, rootp)) {
+  const bool parsed = Parse(text, /*arrays=*/false, &root);
+  return Inspect(text, parsed ? &root : nullptr);
+}
+
+bool FrameInspector::Parse(std::string_view text, bool arrays, simdjson::dom::element* root) {
+  // Cheap pre-check: only objects (and arrays when asked) can carry fields; leading whitespace
+  // allowed.
+  const size_t i = FirstNonSpace(text);
+  if (i == std::string_view::npos || !(text[i] == '{' || (arrays && text[i] == '['))) return false;
+  return impl_->parser.parse(text.data(), text.size()).get(*root) == simdjson::SUCCESS;
+}
+
+FrameInfo FrameInspector::Inspect(std::string_view text,
+                                  const simdjson::dom::element* root) const {
+  FrameInfo info;
+  info.valid_json = root != nullptr;
+  if (Matches(impl_->app_pong, impl_->app_pong_field, text, root)) {
     info.kind = FrameInfo::Kind::kAppPong;
     return info;
   }
-  if (rootp != nullptr && Matches(impl_->ack, impl_->ack_field, text, rootp)) {
-    auto id = ScalarText(root, impl_->ack_id);
+  if (root != nullptr && Matches(impl_->ack, impl_->ack_field, text, root)) {
+    auto id = ScalarText(*root, impl_->ack_id);
     if (id) {
       info.kind = FrameInfo::Kind::kAck;
       info.ack_id = std::move(*id);
       return info;
     }
   }
-  if (rootp == nullptr) return info;
-  if (!impl_->seq.empty()) info.upstream_seq = SeqValue(root, impl_->seq);
+  if (root == nullptr) return info;
+  if (!impl_->seq.empty()) info.upstream_seq = SeqValue(*root, impl_->seq);
   if (!impl_->topic.empty()) {
-    if (auto t = ScalarText(root, impl_->topic)) {
+    if (auto t = ScalarText(*root, impl_->topic)) {
       info.topic = std::move(*t);
       info.has_topic = true;
     }
