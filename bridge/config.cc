@@ -34,6 +34,8 @@
 #include <utility>
 #include <variant>
 
+#include "common/text.h"
+
 #ifndef WSBRIDGE_VERSION
 #define WSBRIDGE_VERSION "0.0.0-unknown"
 #endif
@@ -81,13 +83,6 @@ std::string RedactUrl(const std::string& url) {
 }
 
 // A JSON field path such as "a.b": no empty segment, nothing that belongs to JSON syntax.
-bool IsDottedPath(const std::string& s) {
-  if (s.empty() || s.front() == '.' || s.back() == '.' || s.find("..") != std::string::npos) {
-    return false;
-  }
-  return s.find_first_of(" \t\r\n\"{}[],:=") == std::string::npos;
-}
-
 bool IsHeaderName(const std::string& s) {  // an RFC 9110 token
   if (s.empty()) return false;
   for (unsigned char c : s) {

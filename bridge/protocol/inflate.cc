@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
 
 namespace wsbridge {
 namespace {
@@ -134,11 +133,16 @@ Compression Detect(std::string_view in) {
 
 const char* ToString(Compression c) {
   switch (c) {
-    case Compression::kNone: return "none";
-    case Compression::kAuto: return "auto";
-    case Compression::kGzip: return "gzip";
-    case Compression::kZlib: return "zlib";
-    case Compression::kDeflate: return "deflate";
+    case Compression::kNone:
+      return "none";
+    case Compression::kAuto:
+      return "auto";
+    case Compression::kGzip:
+      return "gzip";
+    case Compression::kZlib:
+      return "zlib";
+    case Compression::kDeflate:
+      return "deflate";
   }
   return "?";
 }
@@ -167,8 +171,8 @@ InflateResult Inflater::Inflate(Compression format, std::string_view in, size_t 
                                 std::string* out, std::string* error) {
   out->clear();
   if (format == Compression::kAuto) format = Detect(in);
-  ZInflate* z = format == Compression::kGzip   ? &impl_->gzip
-                : format == Compression::kZlib ? &impl_->zlib
+  ZInflate* z = format == Compression::kGzip      ? &impl_->gzip
+                : format == Compression::kZlib    ? &impl_->zlib
                 : format == Compression::kDeflate ? &impl_->deflate
                                                   : nullptr;
   if (z == nullptr) return InflateResult::kNotCompressed;  // kNone, or kAuto found no header
@@ -177,10 +181,16 @@ InflateResult Inflater::Inflate(Compression format, std::string_view in, size_t 
   z->SetInput(reinterpret_cast<const uint8_t*>(in.data()), in.size());
   for (;;) {
     switch (z->Pump(impl_->chunk, max_out, out)) {
-      case Pumped::kTooBig: return InflateResult::kTooBig;
-      case Pumped::kNeedInput: *error = z->Error(kTruncated); return InflateResult::kCorrupt;
-      case Pumped::kError: *error = z->ErrorText(); return InflateResult::kCorrupt;
-      case Pumped::kStreamEnd: break;
+      case Pumped::kTooBig:
+        return InflateResult::kTooBig;
+      case Pumped::kNeedInput:
+        *error = z->Error(kTruncated);
+        return InflateResult::kCorrupt;
+      case Pumped::kError:
+        *error = z->ErrorText();
+        return InflateResult::kCorrupt;
+      case Pumped::kStreamEnd:
+        break;
     }
     if (z->input_left() == 0) return InflateResult::kOk;
     if (format != Compression::kGzip || !IsGzipHeader(z->input(), z->input_left())) {

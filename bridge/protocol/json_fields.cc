@@ -92,13 +92,6 @@ std::string DottedToPointer(std::string_view dotted) {
   return out;
 }
 
-bool IsDottedPath(std::string_view s) {
-  if (s.empty() || s.front() == '.' || s.back() == '.' || s.find("..") != std::string_view::npos) {
-    return false;
-  }
-  return s.find_first_of(" \t\r\n\"{}[],:=") == std::string_view::npos;
-}
-
 FieldPath::FieldPath(std::string_view pointer) {
   while (!pointer.empty() && pointer.front() == '/') {
     pointer.remove_prefix(1);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/text.h"  // IsDottedPath
 
 namespace wsbridge {
 
@@ -40,10 +41,6 @@ class Matcher {
 
 // "a.b.c" -> "/a/b/c" (with ~ and / escaped); "" -> "".
 std::string DottedToPointer(std::string_view dotted);
-
-// Whether `dotted` is a usable dotted field path: not empty, no empty segment ("a..b", ".a"),
-// no whitespace, quotes, braces, brackets, ',', ':' or '='.
-bool IsDottedPath(std::string_view dotted);
 
 // A JSON pointer split into its reference tokens once ("/a/b~1c" -> "a", "b/c"), so that each
 // frame's lookup is a walk of at_key() calls: at_pointer() parses the pointer text again on
