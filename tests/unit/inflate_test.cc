@@ -42,6 +42,12 @@ constexpr size_t kNoLimit = 1 << 30;
 constexpr int kGzipBits = 16 + MAX_WBITS;
 constexpr int kZlibBits = MAX_WBITS;
 constexpr int kRawBits = -MAX_WBITS;
+constexpr Compression kFormats[] = {Compression::kGzip, Compression::kZlib, Compression::kDeflate};
+
+// zlib's windowBits for a format.
+int Bits(Compression c) {
+  return c == Compression::kGzip ? kGzipBits : c == Compression::kZlib ? kZlibBits : kRawBits;
+}
 
 // operator new calls, bytes and largest allocation from Start() to Stop().
 class Allocations {
@@ -74,9 +80,9 @@ void ExpectBoundedGrowth(const Allocations& a, const std::string& out, size_t ma
 }
 
 std::string MarketJson(int i) {
-  return R"({"seq":)" + std::to_string(123000 + i) +
-         R"(,"topic":"trades","data":{"price":"4123)" + std::to_string(i % 10) +
-         R"(.5","qty":"0.0)" + std::to_string(10 + i % 90) + R"(","side":"buy","ts":1700000000123}})";
+  return R"({"seq":)" + std::to_string(123000 + i) + R"(,"topic":"trades","data":{"price":"4123)" +
+         std::to_string(i % 10) + R"(.5","qty":"0.0)" + std::to_string(10 + i % 90) +
+         R"(","side":"buy","ts":1700000000123}})";
 }
 
 // JSON lines, `n` bytes.
@@ -218,18 +224,13 @@ TEST(Compression, NamesRoundTrip) {
 
 TEST(Inflater, RoundTripsEveryFormatAndSize) {
   Inflater inf;
-  struct Format {
-    Compression c;
-    int bits;
-  };
-  for (Format f : {Format{Compression::kGzip, kGzipBits}, Format{Compression::kZlib, kZlibBits},
-                   Format{Compression::kDeflate, kRawBits}}) {
+  for (Compression c : kFormats) {
     for (size_t n : {size_t{0}, size_t{100}, 64 * kKiB, kMiB}) {
       for (const std::string& data : {Text(n), Binary(n)}) {
-        SCOPED_TRACE(std::string(ToString(f.c)) + " " + std::to_string(n));
-        const std::string wire = Compress(data, f.bits);
-        EXPECT_EQ(Inflated(inf, f.c, wire), data);
-        if (f.c != Compression::kDeflate) {
+        SCOPED_TRACE(std::string(ToString(c)) + " " + std::to_string(n));
+        const std::string wire = Compress(data, Bits(c));
+        EXPECT_EQ(Inflated(inf, c, wire), data);
+        if (c != Compression::kDeflate) {
           EXPECT_EQ(Inflated(inf, Compression::kAuto, wire), data);
         }
       }
@@ -264,8 +265,8 @@ TEST(Inflater, AutoRecognisesZlibHeadersOfEveryLevelAndWindow) {
 TEST(Inflater, OutputOfExactlyMaxOutFits) {
   Inflater inf;
   const std::string data = Text(40000);  // several chunks
-  for (Compression c : {Compression::kGzip, Compression::kDeflate}) {
-    const std::string wire = Compress(data, c == Compression::kGzip ? kGzipBits : kRawBits);
+  for (Compression c : kFormats) {
+    const std::string wire = Compress(data, Bits(c));
     std::string out, error;
     EXPECT_EQ(inf.Inflate(c, wire, data.size(), &out, &error), InflateResult::kOk);
     EXPECT_EQ(out, data);
@@ -279,11 +280,8 @@ TEST(Inflater, OutputOfExactlyMaxOutFits) {
 TEST(Inflater, BombStopsAtMaxOutAndAllocatesLittle) {
   const std::string zeros(64 * kKiB, '\0');
   Inflater inf;
-  for (int bits : {kGzipBits, kZlibBits, kRawBits}) {
-    const Compression c = bits == kGzipBits   ? Compression::kGzip
-                          : bits == kZlibBits ? Compression::kZlib
-                                              : Compression::kDeflate;
-    const std::string bomb = CompressChunks(zeros, 1024, bits, 9);  // 64 MiB of zeros
+  for (Compression c : kFormats) {
+    const std::string bomb = CompressChunks(zeros, 1024, Bits(c), 9);  // 64 MiB of zeros
     SCOPED_TRACE(std::string(ToString(c)) + ", bomb of " + std::to_string(bomb.size()) + " B");
     EXPECT_LT(bomb.size(), 100 * kKiB);
     std::string out, error;
@@ -321,10 +319,8 @@ TEST(Inflater, WarmSmallFramesAllocateNothing) {
 TEST(Inflater, EveryTruncationIsTruncated) {
   Inflater inf;
   const std::string data = Text(500);
-  for (Compression c : {Compression::kGzip, Compression::kZlib, Compression::kDeflate}) {
-    const int bits = c == Compression::kGzip ? kGzipBits : c == Compression::kZlib ? kZlibBits
-                                                                                   : kRawBits;
-    const std::string wire = Compress(data, bits);
+  for (Compression c : kFormats) {
+    const std::string wire = Compress(data, Bits(c));
     for (size_t n = 0; n < wire.size(); ++n) {
       EXPECT_EQ(CorruptError(inf, c, wire.substr(0, n)), std::string(ToString(c)) + ": truncated")
           << n << " of " << wire.size() << " bytes";
@@ -382,19 +378,17 @@ TEST(Inflater, BadChecksumsAreCorrupt) {
 TEST(Inflater, TrailingBytesAreCorrupt) {
   Inflater inf;
   const std::string data = Text(200);
-  for (Compression c : {Compression::kGzip, Compression::kZlib, Compression::kDeflate}) {
-    const int bits = c == Compression::kGzip ? kGzipBits : c == Compression::kZlib ? kZlibBits
-                                                                                   : kRawBits;
+  for (Compression c : kFormats) {
     for (std::string_view tail : {std::string_view("x"), std::string_view("\0", 1),
                                   std::string_view("\x1f"), std::string_view("\x8b\x1f")}) {
-      EXPECT_EQ(CorruptError(inf, c, Compress(data, bits) + std::string(tail)),
+      EXPECT_EQ(CorruptError(inf, c, Compress(data, Bits(c)) + std::string(tail)),
                 std::string(ToString(c)) + ": trailing bytes after the end of the stream");
     }
   }
   // A zlib stream after a zlib stream is trailing bytes too: only gzip has members.
-  EXPECT_EQ(CorruptError(inf, Compression::kZlib,
-                         Compress(data, kZlibBits) + Compress(data, kZlibBits)),
-            "zlib: trailing bytes after the end of the stream");
+  EXPECT_EQ(
+      CorruptError(inf, Compression::kZlib, Compress(data, kZlibBits) + Compress(data, kZlibBits)),
+      "zlib: trailing bytes after the end of the stream");
 }
 
 TEST(Inflater, ConcatenatedGzipMembersAreInflated) {
