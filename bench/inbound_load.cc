@@ -10,6 +10,11 @@
 // figure; the upstream keeps the last kHistory for resume, so its memory stays flat). Then three
 // latency runs of each: the upstream produces 10 000 msg/s live and the subscriber measures,
 // for each message, its receipt time minus the upstream's send time (data.ts_ns, wall clock).
+//
+// `wsbridge-load-inbound 1 feeds`: the compressed feeds of SPEC §9 instead, as ratios to the same
+// bridge run without compression: the upstream sending permessage-deflate (context takeover),
+// and sending every frame gzipped (protocol.decompress = gzip); CPU per message of the bridge
+// and of its I/O thread, where the inflation runs.
 #include <simdjson.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -158,25 +163,32 @@ struct BridgeRun {
   std::vector<int64_t> in_bridge_ns;  // bridge receipt (received_at) -> subscriber receipt
 };
 
+// What a run adds to the upstream's and the bridge's flags (the compressed feeds).
+struct FeedFlags {
+  std::vector<std::string> upstream;
+  std::vector<std::string> bridge;
+};
+
 // Starts the bridge first, subscribes, then the upstream; measures at the subscriber.
 BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string& rate,
-                     const std::string& durability, bool latency) {
+                     const std::string& durability, bool latency, const FeedFlags& feed = {}) {
   static int run = 0;
   std::string tag = "run" + std::to_string(++run);
   int port = FreePort();
   BridgeEndpoints ep;
+  std::vector<std::string> bridge_flags = {"--set=storage.durability=" + durability,
+                                           "--set=heartbeat.interval_ms=0"};
+  bridge_flags.insert(bridge_flags.end(), feed.bridge.begin(), feed.bridge.end());
   Child bridge = StartBridge(dir, "ws://127.0.0.1:" + std::to_string(port) + "/feed",
-                             dir + "/" + tag + ".db",
-                             {"--set=storage.durability=" + durability,
-                              "--set=heartbeat.interval_ms=0"},
-                             &ep, tag + "-bridge");
+                             dir + "/" + tag + ".db", bridge_flags, &ep, tag + "-bridge");
   zmq::context_t ctx;
   Subscriber sub(ctx, ep.pub);
   bridge.WaitForOutput("subscription to topic prefix", "err");
-  Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=" + rate,
-                                 HistoryFlag(n),
-                                 "--payload-bytes=" + std::to_string(bytes)},
-                           &port, tag + "-upstream");
+  std::vector<std::string> upstream_flags = {"--count=" + std::to_string(n), "--rate=" + rate,
+                                             HistoryFlag(n),
+                                             "--payload-bytes=" + std::to_string(bytes)};
+  upstream_flags.insert(upstream_flags.end(), feed.upstream.begin(), feed.upstream.end());
+  Child up = StartUpstream(dir, upstream_flags, &port, tag + "-upstream");
   BridgeRun out;
   const double self0 = SelfCpuSeconds();
   const double bridge0 = ChildCpuSeconds(bridge.pid());  // its start-up is not the run's
@@ -243,6 +255,44 @@ double Percentile(std::vector<int64_t> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))] / 1e3;  // microseconds
 }
 
+// The compressed feeds against the same run uncompressed, kRounds interleaved runs each.
+int FeedsMain(const std::string& dir, int scale) {
+  const int n = 300000 * scale;
+  const std::vector<std::pair<std::string, FeedFlags>> feeds = {
+      {"plain", {}},
+      {"permessage-deflate", {{"--permessage-deflate"}, {}}},
+      {"gzip frames", {{"--compress=gzip"}, {"--set=protocol.decompress=gzip"}}},
+  };
+  constexpr int kRounds = 3;
+  std::map<std::string, std::vector<double>> rates, bridge_cpu, io_cpu;
+  for (int round = 0; round < kRounds; ++round) {
+    for (const auto& [name, flags] : feeds) {
+      const BridgeRun run = BridgeRate(dir, n, 100, "0", "process", false, flags);
+      rates[name].push_back(run.rate);
+      bridge_cpu[name].push_back(run.cpu.bridge);
+      auto io = run.cpu.bridge_threads.find("wsb-upstream");
+      io_cpu[name].push_back(io == run.cpu.bridge_threads.end() ? 0 : io->second);
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double plain = median(rates["plain"]), plain_io = median(io_cpu["plain"]);
+  std::printf("compressed feeds, %d messages of 100 B, median of %d interleaved runs, "
+              "durability=process\n", n, kRounds);
+  std::printf("%-20s %12s %8s %14s %16s %18s\n", "feed", "bridge msg/s", "ratio",
+              "bridge us/msg", "I/O thread us/msg", "I/O extra us/msg");
+  for (const auto& [name, flags] : feeds) {
+    const double rate = median(rates[name]), io = median(io_cpu[name]);
+    std::printf("%-20s %12.0f %8.2f %14.2f %16.2f %18.2f\n", name.c_str(), rate,
+                plain ? rate / plain : 0, median(bridge_cpu[name]), io, io - plain_io);
+  }
+  std::printf("(ratio: to the plain run; I/O extra: the I/O thread's CPU per message over the plain "
+              "run's, i.e. inflation and the wire framing it adds)\n");
+  return 0;
+}
+
 }  // namespace
 
 // The floor under the bridge's latency: ZeroMQ alone, a PUB in another process (this binary,
@@ -298,11 +348,12 @@ int main(int argc, char** argv) {
   }
   int scale = argc > 1 ? std::atoi(argv[1]) : 1;  // multiply message counts
   TempDir dir;
+  const std::string mode = argc > 2 ? argv[2] : "";  // "latency", "bridge", "feeds": one part
+  if (mode == "feeds") return FeedsMain(dir.path(), scale);
   std::printf("inbound throughput (messages/s, median of 3 interleaved runs), same machine, "
               "same run\n");
   std::printf("%-8s %12s %12s %8s %12s %8s\n", "size", "raw ws", "bridge", "ratio",
               "bridge/power", "ratio");
-  const std::string mode = argc > 2 ? argv[2] : "";  // "latency" or "bridge": one part only
   if (mode == "bridge") {  // the 100 B bridge run alone, e.g. to profile it
     const BridgeRun run =
         BridgeRate(dir.path(), kMessages100B * scale, 100, "0", "process", false);

@@ -5,8 +5,14 @@ BUILD=${1:-build}
 echo "== unit benchmarks (Google Benchmark)"
 "$BUILD/bench/wsbridge-bench-units" --benchmark_min_time=0.2
 echo
+echo "== inflation per 100 B message (protocol.decompress one-shot, permessage-deflate stream)"
+"$BUILD/bench/wsbridge-bench-inflate" --benchmark_min_time=0.2
+echo
 echo "== end-to-end inbound (raw websocketpp vs bridge, one run)"
 "$BUILD/bench/wsbridge-load-inbound"
+echo
+echo "== compressed feeds (permessage-deflate, gzip frames) against the same run uncompressed"
+"$BUILD/bench/wsbridge-load-inbound" 1 feeds
 echo
 echo "== replay (throughput from the file and the endpoint; inbound with/without a 1M replay)"
 "$BUILD/bench/wsbridge-load-replay"

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
       "connection gets nothing until it sends {\"type\":\"resume\",\"after\":L}, then the kept\n"
       "history after L, then live messages. Outbound messages with an \"id\" are answered\n"
       "{\"type\":\"ack\",\"id\":\"<id>\"}; {\"type\":\"ping\"} is answered {\"type\":\"pong\"}.\n"
+      "Real feeds' ways (SPEC section 9) on request: server pings to echo (--server-ping),\n"
+      "compressed binary frames (--compress), permessage-deflate (--permessage-deflate).\n"
       "Prints \"listening on <port>\" on stdout once it accepts connections.",
       "wsbridge-upstream"};
   app.set_version_flag("--version", std::string("wsbridge-upstream ") + WSBRIDGE_VERSION);
@@ -83,6 +85,34 @@ int main(int argc, char** argv) {
   app.add_option("--max-connections", o.max_connections,
                  "refuse handshakes with 503 beyond N open connections; 0: unlimited")
       ->group(kTest);
+
+  const char* kFeeds = "Real feeds' protocols (SPEC section 9)";
+  auto* server_ping =
+      app.add_option("--server-ping", o.server_ping_ms,
+                     "every MS ms send each open connection {\"ping\":<unix ms>} (numbers strictly "
+                     "increasing); the client must answer exactly {\"pong\":<that number>}; "
+                     "frames with a \"pong\" member are consumed, never logged as received; 0: off")
+          ->type_name("MS")
+          ->group(kFeeds);
+  app.add_option("--ping-deadline", o.ping_deadline_ms,
+                 "with --server-ping: close a connection whose ping is not answered within MS ms "
+                 "with code 4000, reason \"ping not answered\"; 0: never close")
+      ->type_name("MS")
+      ->needs(server_ping)
+      ->capture_default_str()
+      ->group(kFeeds);
+  app.add_option("--compress", o.compress,
+                 "send every frame (data, history, acks, pongs, pings) as a binary frame holding "
+                 "the text compressed as one gzip member, zlib stream or raw deflate stream; "
+                 "binary frames from clients with a gzip or zlib header (with deflate: any that "
+                 "inflates) are inflated, others taken as they are")
+      ->check(CLI::IsMember({"gzip", "zlib", "deflate"}))
+      ->group(kFeeds);
+  app.add_flag("--permessage-deflate", o.permessage_deflate,
+               "accept permessage-deflate (RFC 7692) offers, honouring the client's window sizes "
+               "and no_context_takeover; the negotiated parameters are in the connection's log "
+               "line. Offers of an 8-bit window are refused with 400 (zlib's smallest is 9)")
+      ->group(kFeeds);
 
   try {
     app.parse(argc, argv);

@@ -1,6 +1,7 @@
 #include "tools/upstream_server.h"
 
 #include <simdjson.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -13,11 +14,13 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <regex>
 #include <string_view>
 #include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <websocketpp/config/asio.hpp>
+#include <websocketpp/extensions/permessage_deflate/enabled.hpp>
 #include <websocketpp/server.hpp>
 
 namespace wsbridge::upstream {
@@ -32,6 +35,11 @@ constexpr size_t kMaxBufferedBytes = size_t{4} << 20;
 constexpr auto kPollInterval = std::chrono::milliseconds(1);
 // How long SIGINT/SIGTERM waits for close handshakes before stopping anyway.
 constexpr auto kShutdownGrace = std::chrono::seconds(2);
+// Largest inflated size of a compressed frame from a client (--compress); beyond, the frame is
+// taken as received, compressed.
+constexpr size_t kMaxInflatedBytes = size_t{16} << 20;
+// --server-ping with --ping-deadline 0: unanswered pings remembered per connection (the latest).
+constexpr size_t kMaxUnansweredPings = 64;
 
 struct FileCloser {
   void operator()(std::FILE* f) const { std::fclose(f); }
@@ -128,6 +136,103 @@ std::optional<uint64_t> AfterValue(simdjson::dom::object obj) {
   return std::nullopt;
 }
 
+// ---- --compress: each frame's text compressed on its own (gzip, zlib or raw deflate) ----------
+
+enum class Codec { kNone, kGzip, kZlib, kDeflate };
+
+std::optional<Codec> ParseCodec(std::string_view name) {
+  if (name.empty()) return Codec::kNone;
+  if (name == "gzip") return Codec::kGzip;
+  if (name == "zlib") return Codec::kZlib;
+  if (name == "deflate") return Codec::kDeflate;
+  return std::nullopt;
+}
+
+// zlib's windowBits selecting the format: 16 + 15 gzip, 15 zlib, -15 raw deflate.
+int WindowBits(Codec c) { return c == Codec::kGzip ? 16 + 15 : c == Codec::kZlib ? 15 : -15; }
+
+// One deflate stream, reset for each frame (one complete gzip member / zlib stream / raw
+// deflate stream per frame, as feeds that compress do).
+class Deflater {
+ public:
+  explicit Deflater(Codec c) {
+    z_ = {};
+    ok_ = deflateInit2(&z_, Z_DEFAULT_COMPRESSION, Z_DEFLATED, WindowBits(c), 8,
+                       Z_DEFAULT_STRATEGY) == Z_OK;
+  }
+  ~Deflater() {
+    if (ok_) deflateEnd(&z_);
+  }
+  Deflater(const Deflater&) = delete;
+  Deflater& operator=(const Deflater&) = delete;
+
+  bool ok() const { return ok_; }
+
+  std::string Compress(std::string_view in) {
+    deflateReset(&z_);
+    std::string out(deflateBound(&z_, static_cast<uLong>(in.size())), '\0');
+    z_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+    z_.avail_in = static_cast<uInt>(in.size());
+    int r;
+    do {  // deflateBound is enough for one call; the loop only guards against surprises
+      if (z_.total_out == out.size()) out.resize(out.size() * 2);
+      z_.next_out = reinterpret_cast<Bytef*>(&out[z_.total_out]);
+      z_.avail_out = static_cast<uInt>(out.size() - z_.total_out);
+      r = deflate(&z_, Z_FINISH);
+    } while (r == Z_OK || r == Z_BUF_ERROR);
+    out.resize(z_.total_out);
+    return out;
+  }
+
+ private:
+  z_stream z_;
+  bool ok_ = false;
+};
+
+// The format of a binary frame from a client, by its first bytes: gzip (1f 8b 08), zlib (CMF
+// says deflate with a window of at most 32 KiB and the header checksum holds), else `fallback`
+// (kDeflate with --compress deflate: try raw deflate; kNone: not compressed).
+Codec DetectCodec(std::string_view b, Codec fallback) {
+  const auto u = [&](size_t i) { return static_cast<unsigned>(static_cast<unsigned char>(b[i])); };
+  if (b.size() >= 3 && u(0) == 0x1f && u(1) == 0x8b && u(2) == 8) return Codec::kGzip;
+  if (b.size() >= 2 && (u(0) & 0x0f) == 8 && (u(0) >> 4) <= 7 && ((u(0) << 8) | u(1)) % 31 == 0) {
+    return Codec::kZlib;
+  }
+  return fallback == Codec::kDeflate ? Codec::kDeflate : Codec::kNone;
+}
+
+// Inflates one complete stream of format `c` into *out, at most `limit` bytes. An error message
+// when it is not a complete, valid stream or inflates past the limit.
+std::optional<std::string> Inflate(std::string_view in, Codec c, size_t limit, std::string* out) {
+  z_stream z{};
+  if (inflateInit2(&z, WindowBits(c)) != Z_OK) return std::string("inflateInit2 failed");
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  out->clear();
+  char buf[16384];
+  int r = Z_OK;
+  std::optional<std::string> error;
+  while (r == Z_OK) {
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof buf;
+    r = inflate(&z, Z_NO_FLUSH);
+    out->append(buf, sizeof buf - z.avail_out);
+    if (out->size() > limit) {
+      error = "inflates past " + std::to_string(limit) + " bytes";
+      break;
+    }
+    if (r == Z_BUF_ERROR && z.avail_in == 0) {
+      error = "truncated";
+      break;
+    }
+  }
+  if (!error && r != Z_STREAM_END) {
+    error = z.msg != nullptr ? z.msg : "inflate error " + std::to_string(r);
+  }
+  inflateEnd(&z);
+  return error;
+}
+
 StatusOr<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const Options& o) {
   using asio::ssl::context;
   auto ctx = std::make_shared<context>(context::tls_server);
@@ -163,6 +268,19 @@ struct TlsConfig : websocketpp::config::asio_tls {
   using transport_type = websocketpp::transport::asio::endpoint<transport_config>;
 };
 
+// --permessage-deflate: websocketpp's RFC 7692 implementation, in "accept" mode (the client's
+// window sizes and no_context_takeover requests are honoured; by default context takeover and
+// 15-bit windows). Its limits: zlib cannot deflate with an 8-bit window, which websocketpp then
+// answers as 9 (a violation of RFC 7692 that clients reject), so such offers are refused with 400
+// in OnValidate.
+struct PermessageDeflateSettings {};  // websocketpp's enabled<> takes a config it does not read
+template <typename Base>
+struct WithPermessageDeflate : Base {
+  using type = WithPermessageDeflate;
+  using permessage_deflate_type =
+      websocketpp::extensions::permessage_deflate::enabled<PermessageDeflateSettings>;
+};
+
 // What Create() prepared for the server: validated options, open files, TLS material.
 struct Resources {
   Options options;
@@ -184,6 +302,15 @@ struct Resources {
 // kMaxBufferedBytes; a connection that is still behind is polled again on the next tick. At
 // --rate 0 the messages are produced inside Pump() when a connection has caught up, so the
 // feed runs exactly as fast as the fastest client drains it.
+//
+// Frames: by default each history entry is a prepared text frame shared by every connection.
+// With --compress it is a prepared binary frame holding the compressed text (compressed once,
+// still shared). With --permessage-deflate each connection compresses with its own context, so
+// history entries hold the unprepared payload and every send prepares a copy for that
+// connection (slower, only with the switch).
+//
+// Server pings (--server-ping): one heartbeat_ timer wakes at the earlier of the next ping round
+// and the oldest unanswered ping's deadline; each Conn keeps its unanswered pings in order.
 template <typename Config>
 class ServerImpl final : public Server {
  public:
@@ -196,6 +323,9 @@ class ServerImpl final : public Server {
         signals_(io_, SIGINT, SIGTERM),
         tick_(io_),
         deadline_(io_),
+        heartbeat_(io_),
+        codec_(*ParseCodec(opts_.compress)),
+        deflater_(codec_ == Codec::kNone ? nullptr : std::make_unique<Deflater>(codec_)),
         next_seq_(opts_.first_seq) {
     for (const auto& t : opts_.topics) {
       std::string e;
@@ -252,6 +382,10 @@ class ServerImpl final : public Server {
     });
     base_ = Clock::now();
     Reschedule();
+    if (opts_.server_ping_ms != 0) {
+      next_ping_at_ = base_ + std::chrono::milliseconds(opts_.server_ping_ms);
+      ArmHeartbeat();
+    }
     io_.run();
     conns_.clear();
     return Status::OK();
@@ -262,7 +396,16 @@ class ServerImpl final : public Server {
   using ConnectionPtr = typename Endpoint::connection_ptr;
   using Message = typename Config::message_type;
   using MessagePtr = typename Message::ptr;
-  static constexpr bool kTls = std::is_same_v<Config, TlsConfig>;
+  static constexpr bool kTls = std::is_base_of_v<websocketpp::config::asio_tls, Config>;
+  static constexpr bool kPermessageDeflate =
+      std::is_base_of_v<WithPermessageDeflate<TlsConfig>, Config> ||
+      std::is_base_of_v<WithPermessageDeflate<websocketpp::config::asio>, Config>;
+
+  // A server ping not answered yet: its number and when it must have been answered.
+  struct PendingPing {
+    uint64_t value = 0;
+    Clock::time_point deadline;
+  };
 
   struct Conn {
     ConnectionPtr con;
@@ -273,6 +416,10 @@ class ServerImpl final : public Server {
     uint64_t next_seq = 0;  // next seq to send, once resumed
     uint64_t sent = 0;      // data messages sent, for --close-after
     uint64_t skipped = 0;   // messages it missed by falling behind the history
+    // --server-ping: the pings not answered yet (oldest first), pings sent, pings answered.
+    std::deque<PendingPing> pings;
+    uint64_t pings_sent = 0;
+    uint64_t pongs = 0;
   };
 
   void Log(const char* fmt, ...) __attribute__((format(printf, 2, 3))) {
@@ -302,6 +449,18 @@ class ServerImpl final : public Server {
     if (opts_.max_connections != 0 && conns_.size() >= opts_.max_connections) {
       return Refuse(*con, 503, "--max-connections reached", /*retry_after=*/true);
     }
+    if constexpr (kPermessageDeflate) {
+      // websocketpp answers an offer of an 8-bit window with 9 (zlib cannot deflate with 8),
+      // which the client must reject: say why instead of opening a connection it will fail.
+      const std::string& offer = con->get_request_header("Sec-WebSocket-Extensions");
+      static const std::regex kEightBits(R"(max_window_bits\s*=\s*"?0*8"?\s*([;,]|$))");
+      if (std::regex_search(offer, kEightBits)) {
+        return Refuse(*con, 400,
+                      "permessage-deflate with an 8-bit window is not supported (zlib's "
+                      "smallest is 9)",
+                      /*retry_after=*/false);
+      }
+    }
     return true;
   }
 
@@ -309,6 +468,8 @@ class ServerImpl final : public Server {
   bool Refuse(typename Endpoint::connection_type& con, int status, const std::string& why,
               bool retry_after) {
     con.set_status(static_cast<websocketpp::http::status_code::value>(status));
+    // Negotiated before this handler runs; a refusal offers no extension.
+    con.remove_header("Sec-WebSocket-Extensions");
     if (retry_after && !opts_.retry_after.empty()) {
       con.append_header("Retry-After", opts_.retry_after);
     }
@@ -340,8 +501,10 @@ class ServerImpl final : public Server {
     Conn c;
     c.con = server_.get_con_from_hdl(h);
     c.id = ++last_conn_id_;
-    Log("connection %llu open from %s, path %s", static_cast<unsigned long long>(c.id),
-        c.con->get_remote_endpoint().c_str(), c.con->get_resource().c_str());
+    const std::string& extensions = c.con->get_response_header("Sec-WebSocket-Extensions");
+    Log("connection %llu open from %s, path %s%s%s", static_cast<unsigned long long>(c.id),
+        c.con->get_remote_endpoint().c_str(), c.con->get_resource().c_str(),
+        extensions.empty() ? "" : ", extensions: ", extensions.c_str());
     conns_.emplace(h, std::move(c));
   }
 
@@ -350,11 +513,17 @@ class ServerImpl final : public Server {
     if (it == conns_.end()) return;
     const Conn& c = it->second;
     const std::error_code ec = c.con->get_ec();
+    std::string pings;
+    if (opts_.server_ping_ms != 0) {
+      pings = ", " + std::to_string(c.pongs) + " of " + std::to_string(c.pings_sent) +
+              " pings answered";
+    }
     Log("connection %llu closed (remote code %d, local code %d%s%s) after %llu messages "
-        "(%llu skipped)",
+        "(%llu skipped)%s",
         static_cast<unsigned long long>(c.id), int(c.con->get_remote_close_code()),
         int(c.con->get_local_close_code()), ec ? ", " : "", ec ? ec.message().c_str() : "",
-        static_cast<unsigned long long>(c.sent), static_cast<unsigned long long>(c.skipped));
+        static_cast<unsigned long long>(c.sent), static_cast<unsigned long long>(c.skipped),
+        pings.c_str());
     conns_.erase(it);
     if (stopping_ && conns_.empty()) io_.stop();
   }
@@ -376,6 +545,7 @@ class ServerImpl final : public Server {
     stopping_ = true;
     Log("stopping on signal %d", signo);
     tick_.cancel();
+    heartbeat_.cancel();
     std::error_code ec;
     server_.stop_listening(ec);
     for (auto& [h, c] : conns_) {
@@ -395,18 +565,42 @@ class ServerImpl final : public Server {
   // ---- inbound -----------------------------------------------------------------------------
 
   void OnMessage(websocketpp::connection_hdl h, MessagePtr msg) {
-    const std::string& payload = msg->get_payload();
     auto it = conns_.find(h);
     if (it == conns_.end()) return;
     Conn& c = it->second;
 
+    bool text = msg->get_opcode() == websocketpp::frame::opcode::text;
+    const std::string* payload_ptr = &msg->get_payload();
+    if (!text && codec_ != Codec::kNone) {
+      // --compress: a client may send compressed frames too; plain ones are taken as they are.
+      const Codec c_in = DetectCodec(*payload_ptr, codec_);
+      if (c_in != Codec::kNone) {
+        if (auto error = Inflate(*payload_ptr, c_in, kMaxInflatedBytes, &inflated_)) {
+          Log("connection %llu: a binary frame of %zu bytes does not inflate (%s): taken as "
+              "received",
+              static_cast<unsigned long long>(c.id), payload_ptr->size(), error->c_str());
+        } else {
+          payload_ptr = &inflated_;
+          text = true;
+        }
+      }
+    }
+    const std::string& payload = *payload_ptr;
+
     simdjson::dom::element doc;
     simdjson::dom::object obj;
-    if (msg->get_opcode() != websocketpp::frame::opcode::text ||
-        parser_.parse(payload).get(doc) != simdjson::SUCCESS ||
+    if (!text || parser_.parse(payload).get(doc) != simdjson::SUCCESS ||
         doc.get_object().get(obj) != simdjson::SUCCESS) {
       LogReceived(payload);
       return;
+    }
+
+    if (opts_.server_ping_ms != 0) {
+      simdjson::dom::element pong;
+      if (obj["pong"].get(pong) == simdjson::SUCCESS) {
+        OnPong(c, obj, pong, payload);
+        return;
+      }
     }
 
     std::string_view type;
@@ -447,10 +641,93 @@ class ServerImpl final : public Server {
     if (received_log_) AppendLine(received_log_.get(), payload);
   }
 
+  // One frame of the server's own (ack, pong, ping): text, or compressed in a binary frame with
+  // --compress; with permessage-deflate negotiated, websocketpp compresses it on the wire.
   void SendText(Conn& c, const std::string& text) {
     if (c.closing) return;
-    std::error_code ec = c.con->send(text, websocketpp::frame::opcode::text);
+    std::error_code ec =
+        deflater_ ? c.con->send(deflater_->Compress(text), websocketpp::frame::opcode::binary)
+                  : c.con->send(text, websocketpp::frame::opcode::text);
     if (ec) c.closing = true;
+  }
+
+  // ---- server pings (--server-ping) ----------------------------------------------------------
+
+  // A frame with a "pong" member: consumed. It answers a ping only when it is exactly
+  // {"pong":N} with N the number of a ping still unanswered.
+  void OnPong(Conn& c, simdjson::dom::object obj, simdjson::dom::element pong,
+              const std::string& payload) {
+    uint64_t value = 0;
+    if (obj.size() == 1 && pong.get_uint64().get(value) == simdjson::SUCCESS) {
+      for (auto p = c.pings.begin(); p != c.pings.end(); ++p) {
+        if (p->value == value) {
+          c.pings.erase(p);
+          ++c.pongs;
+          return;
+        }
+      }
+    }
+    Log("connection %llu: %s answers no unanswered ping: ignored",
+        static_cast<unsigned long long>(c.id), payload.c_str());
+  }
+
+  // Wakes at the next ping round or the oldest unanswered ping's deadline, whichever is first.
+  void ArmHeartbeat() {
+    if (stopping_) return;
+    Clock::time_point when = next_ping_at_;
+    if (opts_.ping_deadline_ms != 0) {
+      for (const auto& [h, c] : conns_) {
+        if (!c.closing && !c.pings.empty()) when = std::min(when, c.pings.front().deadline);
+      }
+    }
+    heartbeat_.expires_at(when);
+    heartbeat_.async_wait([this](const std::error_code& e) {
+      if (!e) Heartbeat();
+    });
+  }
+
+  void Heartbeat() {
+    if (stopping_) return;
+    const auto now = Clock::now();
+    if (opts_.ping_deadline_ms != 0) {
+      for (auto& [h, c] : conns_) {
+        if (c.closing || c.pings.empty() || c.pings.front().deadline > now) continue;
+        Log("connection %llu: ping %llu not answered within %u ms: closing with %u",
+            static_cast<unsigned long long>(c.id),
+            static_cast<unsigned long long>(c.pings.front().value), opts_.ping_deadline_ms,
+            unsigned{kPingCloseCode});
+        c.closing = true;
+        c.pings.clear();
+        std::error_code ec;
+        c.con->close(kPingCloseCode, "ping not answered", ec);
+      }
+    }
+    if (now >= next_ping_at_) {
+      const auto unix_ms =
+          static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count());
+      last_ping_value_ = std::max(unix_ms, last_ping_value_ + 1);
+      std::string ping = R"({"ping":)";
+      AppendUint(ping, last_ping_value_);
+      ping += '}';
+      const auto deadline = now + std::chrono::milliseconds(opts_.ping_deadline_ms);
+      for (auto& [h, c] : conns_) {
+        if (c.closing) continue;
+        SendText(c, ping);
+        ++c.pings_sent;
+        c.pings.push_back({last_ping_value_, deadline});
+        // Without a deadline nothing ends a connection that never answers: keep the latest.
+        if (opts_.ping_deadline_ms == 0 && c.pings.size() > kMaxUnansweredPings) {
+          c.pings.pop_front();
+        }
+      }
+      next_ping_at_ += std::chrono::milliseconds(opts_.server_ping_ms);
+      if (next_ping_at_ <= now) {  // a round was missed (a stall): start again from now
+        next_ping_at_ = now + std::chrono::milliseconds(opts_.server_ping_ms);
+      }
+    }
+    ArmHeartbeat();
   }
 
   void Resume(Conn& c, uint64_t after) {
@@ -510,22 +787,35 @@ class ServerImpl final : public Server {
     text += data;
     text += '}';
 
-    history_.push_back(PrepareFrame(std::move(text)));
+    history_.push_back(MakeFrame(std::move(text)));
     if (history_.size() > opts_.history) history_.pop_front();
     return true;
+  }
+
+  // The history entry for one message's text: see the class comment.
+  MessagePtr MakeFrame(std::string text) {
+    namespace frame = websocketpp::frame;
+    const frame::opcode::value op = deflater_ ? frame::opcode::binary : frame::opcode::text;
+    if (deflater_) text = deflater_->Compress(text);
+    if constexpr (kPermessageDeflate) {
+      auto m = std::make_shared<Message>(typename Message::con_msg_man_ptr(), op, 0);
+      m->get_raw_payload() = std::move(text);
+      return m;
+    } else {
+      return PrepareFrame(std::move(text), op);
+    }
   }
 
   // A server's frames are not masked, so one prepared frame (header + payload) is the same
   // bytes for every connection: websocketpp queues a prepared message by pointer, so the
   // history is shared by all connections and sending copies nothing.
-  static MessagePtr PrepareFrame(std::string text) {
+  static MessagePtr PrepareFrame(std::string text, websocketpp::frame::opcode::value op) {
     namespace frame = websocketpp::frame;
-    auto m = std::make_shared<Message>(typename Message::con_msg_man_ptr(), frame::opcode::text, 0);
+    auto m = std::make_shared<Message>(typename Message::con_msg_man_ptr(), op, 0);
     const uint64_t size = text.size();
     m->get_raw_payload() = std::move(text);
-    m->set_header(
-        frame::prepare_header(frame::basic_header(frame::opcode::text, size, true, false, false),
-                              frame::extended_header(size)));
+    m->set_header(frame::prepare_header(frame::basic_header(op, size, true, false, false),
+                                        frame::extended_header(size)));
     m->set_prepared(true);
     return m;
   }
@@ -548,7 +838,13 @@ class ServerImpl final : public Server {
     for (;;) {
       if (c.con->get_buffered_amount() >= kMaxBufferedBytes) return true;
       if (c.next_seq == next_seq_ && (opts_.rate > 0 || !Produce())) return false;
-      std::error_code ec = c.con->send(history_[c.next_seq - OldestSeq()]);
+      std::error_code ec;
+      const MessagePtr& m = history_[c.next_seq - OldestSeq()];
+      if constexpr (kPermessageDeflate) {
+        ec = c.con->send(m->get_payload(), m->get_opcode());  // a copy, compressed for c
+      } else {
+        ec = c.con->send(m);
+      }
       if (ec) {
         c.closing = true;  // not open any more; the close handler forgets it
         return false;
@@ -633,6 +929,12 @@ class ServerImpl final : public Server {
   asio::signal_set signals_;
   asio::steady_timer tick_;
   asio::steady_timer deadline_;
+  asio::steady_timer heartbeat_;        // --server-ping rounds and deadlines
+  Clock::time_point next_ping_at_;      // next --server-ping round
+  uint64_t last_ping_value_ = 0;        // pings carry strictly increasing numbers
+  const Codec codec_;                   // --compress
+  std::unique_ptr<Deflater> deflater_;  // null without --compress
+  std::string inflated_;                // a client's frame, inflated (reused)
   bool tick_armed_ = false;
   bool stopping_ = false;
 
@@ -686,15 +988,30 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
     if (!f.ok()) return f.status();
     r.headers_log = std::move(f).value();
   }
+  if (!ParseCodec(o.compress)) {
+    return Status::InvalidArgument("--compress: must be one of gzip, zlib, deflate (got \"" +
+                                   o.compress + "\")");
+  }
+  if (o.compress != "" && !Deflater(*ParseCodec(o.compress)).ok()) {
+    return Status::Unavailable("--compress: zlib's deflateInit2 failed");
+  }
   // A client that goes away while we write must not kill us.
   std::signal(SIGPIPE, SIG_IGN);
+  using Plain = websocketpp::config::asio;
   if (o.tls_cert.empty()) {
-    return std::unique_ptr<Server>(
-        std::make_unique<ServerImpl<websocketpp::config::asio>>(std::move(r)));
+    if (o.permessage_deflate) {
+      return std::unique_ptr<Server>(
+          std::make_unique<ServerImpl<WithPermessageDeflate<Plain>>>(std::move(r)));
+    }
+    return std::unique_ptr<Server>(std::make_unique<ServerImpl<Plain>>(std::move(r)));
   }
   auto ctx = MakeTlsContext(o);
   if (!ctx.ok()) return ctx.status();
   r.tls = std::move(ctx).value();
+  if (o.permessage_deflate) {
+    return std::unique_ptr<Server>(
+        std::make_unique<ServerImpl<WithPermessageDeflate<TlsConfig>>>(std::move(r)));
+  }
   return std::unique_ptr<Server>(std::make_unique<ServerImpl<TlsConfig>>(std::move(r)));
 }
 

@@ -3,7 +3,10 @@
 // It produces a numbered feed `{"seq":N,"topic":"T","data":{...}}`, keeps the most recent
 // messages for resume, replays them after `{"type":"resume","after":L}`, acks outbound
 // messages that carry an "id", answers `{"type":"ping"}`, and has switches that make it
-// misbehave on purpose (refused handshakes, forced closes) for the bridge's tests.
+// misbehave on purpose (refused handshakes, forced closes) for the bridge's tests, or speak
+// like real feeds do (SPEC §9): application pings the client must echo (--server-ping), every
+// frame gzip/zlib/deflate-compressed in a binary frame (--compress), permessage-deflate
+// (--permessage-deflate).
 #pragma once
 
 #include <cstdint>
@@ -40,6 +43,19 @@ struct Options {
   std::string log_headers;                   // file: one JSON object of request headers per line
   uint32_t max_connections = 0;              // 0: unlimited; beyond: 503
 
+  // Real feeds' protocols (SPEC §9).
+  // Every server_ping_ms, each open connection gets {"ping":<unix ms>} (strictly increasing);
+  // one not answered with exactly {"pong":<that number>} within ping_deadline_ms is closed with
+  // kPingCloseCode "ping not answered". Pongs are consumed, never logged as received.
+  uint32_t server_ping_ms = 0;      // 0: no server pings
+  uint32_t ping_deadline_ms = 700;  // 0: pings are never required to be answered
+  // "gzip", "zlib" or "deflate" (raw): every frame the server sends is a binary frame holding
+  // the compressed text, and binary frames from clients are inflated when they carry a gzip or
+  // zlib header (or, with "deflate", when they inflate as raw deflate). "": plain text frames.
+  std::string compress;
+  // Accept permessage-deflate (RFC 7692) offers: frames go out compressed (RSV1) per connection.
+  bool permessage_deflate = false;
+
   // TLS (wss://). Both cert and key, or neither. client_ca turns on mutual TLS.
   std::string tls_cert;
   std::string tls_key;
@@ -47,6 +63,9 @@ struct Options {
 
   bool quiet = false;  // no per-connection lines on stderr
 };
+
+// The close code (and reason "ping not answered") of a connection that missed a server ping.
+inline constexpr uint16_t kPingCloseCode = 4000;
 
 // The server. Create() validates the options and opens files and TLS material; Run() binds,
 // prints "listening on <port>" to stdout, and serves until SIGINT or SIGTERM.
