@@ -264,12 +264,13 @@ int FeedsMain(const std::string& dir, int scale) {
       {"gzip frames", {{"--compress=gzip"}, {"--set=protocol.decompress=gzip"}}},
   };
   constexpr int kRounds = 3;
-  std::map<std::string, std::vector<double>> rates, bridge_cpu, io_cpu;
+  std::map<std::string, std::vector<double>> rates, bridge_cpu, io_cpu, upstream_cpu;
   for (int round = 0; round < kRounds; ++round) {
     for (const auto& [name, flags] : feeds) {
       const BridgeRun run = BridgeRate(dir, n, 100, "0", "process", false, flags);
       rates[name].push_back(run.rate);
       bridge_cpu[name].push_back(run.cpu.bridge);
+      upstream_cpu[name].push_back(run.cpu.upstream);
       auto io = run.cpu.bridge_threads.find("wsb-upstream");
       io_cpu[name].push_back(io == run.cpu.bridge_threads.end() ? 0 : io->second);
     }
@@ -279,17 +280,23 @@ int FeedsMain(const std::string& dir, int scale) {
     return v[v.size() / 2];
   };
   const double plain = median(rates["plain"]), plain_io = median(io_cpu["plain"]);
+  const double plain_cpu = median(bridge_cpu["plain"]);
   std::printf("compressed feeds, %d messages of 100 B, median of %d interleaved runs, "
               "durability=process\n", n, kRounds);
-  std::printf("%-20s %12s %8s %14s %16s %18s\n", "feed", "bridge msg/s", "ratio",
-              "bridge us/msg", "I/O thread us/msg", "I/O extra us/msg");
+  std::printf("%-20s %12s %8s %14s %10s %16s %18s %16s\n", "feed", "bridge msg/s", "ratio",
+              "bridge us/msg", "CPU ratio", "I/O thread us/msg", "I/O extra us/msg",
+              "upstream us/msg");
   for (const auto& [name, flags] : feeds) {
     const double rate = median(rates[name]), io = median(io_cpu[name]);
-    std::printf("%-20s %12.0f %8.2f %14.2f %16.2f %18.2f\n", name.c_str(), rate,
-                plain ? rate / plain : 0, median(bridge_cpu[name]), io, io - plain_io);
+    const double cpu = median(bridge_cpu[name]);
+    std::printf("%-20s %12.0f %8.2f %14.2f %10.2f %16.2f %18.2f %16.2f\n", name.c_str(), rate,
+                plain ? rate / plain : 0, cpu, cpu ? plain_cpu / cpu : 0, io, io - plain_io,
+                median(upstream_cpu[name]));
   }
-  std::printf("(ratio: to the plain run; I/O extra: the I/O thread's CPU per message over the plain "
-              "run's, i.e. inflation and the wire framing it adds)\n");
+  std::printf("(ratio: rate against the plain run's; CPU ratio: the plain run's bridge CPU per "
+              "message over this one's, the ratio were the bridge the bottleneck; I/O extra: the "
+              "I/O thread's CPU per message over the plain run's, i.e. inflation; upstream: "
+              "wsbridge-upstream's CPU per message, which compresses each one on one thread)\n");
   return 0;
 }
 

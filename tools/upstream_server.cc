@@ -157,7 +157,10 @@ class Deflater {
  public:
   explicit Deflater(Codec c) {
     z_ = {};
-    ok_ = deflateInit2(&z_, Z_DEFAULT_COMPRESSION, Z_DEFLATED, WindowBits(c), 8,
+    // memLevel 1: deflateReset clears the hash table for every frame, 64 KiB at the default
+    // memLevel 8 and 1 KiB at 1 (2.9 against 3.7 us per 100 B frame here, the same bytes out):
+    // this tool's one producer thread is what limits `wsbridge-load-inbound 1 feeds` with gzip.
+    ok_ = deflateInit2(&z_, Z_DEFAULT_COMPRESSION, Z_DEFLATED, WindowBits(c), 1,
                        Z_DEFAULT_STRATEGY) == Z_OK;
   }
   ~Deflater() {
