@@ -21,7 +21,8 @@
 #endif
 
 int main(int argc, char** argv) {
-  CLI::App app{"Send messages to the upstream through wsbridge (durably queued when ACCEPTED)."};
+  CLI::App app{"Send messages to the upstream through wsbridge (durably queued when ACCEPTED).",
+               "wsbridge-send"};
   std::string endpoint = "tcp://127.0.0.1:5557";
   std::vector<std::string> messages;
   std::string id;
@@ -39,13 +40,28 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--window", window, "requests in flight at most")->capture_default_str()->check(CLI::PositiveNumber);
   app.set_version_flag("--version", std::string("wsbridge-send ") + WSBRIDGE_VERSION);
+  // CLI11 2.1 reads an argument written [a,b] as a list and would split a JSON array payload
+  // (a socket.io event ["order",{...}]) into messages at its commas: such arguments are parsed
+  // behind a marker byte, taken off again below.
+  constexpr char kKeep = '\x01';
+  std::vector<std::string> args;
+  for (int i = argc - 1; i > 0; --i) {  // CLI11's vector form: last argument first
+    std::string a = argv[i];
+    if (a.size() >= 2 && a.front() == '[' && a.back() == ']') a.insert(a.begin(), kKeep);
+    args.push_back(std::move(a));
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::fprintf(stderr, "wsbridge-send: %s (see --help)\n", e.what());
     return 2;
   }
+  auto unmark = [](std::string& s) {
+    if (!s.empty() && s.front() == kKeep) s.erase(0, 1);
+  };
+  unmark(id);
+  for (std::string& m : messages) unmark(m);
 
   zmq::context_t ctx(1);
   zmq::socket_t sock(ctx, zmq::socket_type::dealer);

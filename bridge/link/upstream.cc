@@ -64,7 +64,6 @@ Failure::Kind ClassifyTransportError(const std::error_code& ec) {
 
 // ---- start-up checks ---------------------------------------------------------------------------
 
-
 // user:pass@ in upstream.url: websocketpp's URI parser takes it for part of the host, and the
 // credentials would end up in error messages. Refused, without repeating the URL.
 bool UrlHasUserInfo(const std::string& url) {
@@ -189,14 +188,24 @@ class Link final : public Upstream {
         return;
       }
       for (OutboxRow& r : rows) {
-        auto ec = r.binary ? SendRaw(r.payload, websocketpp::frame::opcode::binary)
-                           : SendText(protocol_->Frame(r.payload));
+        // Counted as websocketpp buffers them (CheckWritten): the bytes of the frame sent.
+        size_t sent_bytes = r.payload.size();
+        websocketpp::lib::error_code ec;
+        if (r.binary) {
+          ec = SendRaw(r.payload, websocketpp::frame::opcode::binary);
+        } else if (framed_) {
+          const std::string framed = protocol_->Frame(r.payload);
+          sent_bytes = framed.size();
+          ec = SendRaw(framed);
+        } else {
+          ec = SendRaw(r.payload);
+        }
         if (ec) {
           spdlog::warn("upstream: outbound send failed: {}", ec.message());
           return;  // the connection is going away; the next open resends from the outbox
         }
         if (!acks_) {
-          enqueued_bytes_ += r.payload.size();
+          enqueued_bytes_ += sent_bytes;
           unwritten_.push_back({r.outbox_seq, enqueued_bytes_});
         }
       }
@@ -367,6 +376,7 @@ class Link final : public Upstream {
     tls_error_.clear();
     handshake_error_.clear();
     closing_for_protocol_ = false;
+    session_open_ = false;
     client_cert_requested_ = false;
     elog_.str("");
     paused_ = false;
@@ -432,6 +442,8 @@ class Link final : public Upstream {
   // The session is open (at the WebSocket open, or when an Engine.IO server has connected the
   // namespace): the resume and on_open texts, then the outbox may flow.
   void StartSession(ConnId id) {
+    if (session_open_) return;  // a server repeating its namespace connect
+    session_open_ = true;
     uint64_t resume = hooks_.resume_seq();
     spdlog::info("upstream: session open, resuming after upstream seq {}", resume);
     if (!resume_text_.empty()) SendText(protocol_->Frame(ReplaceLastSeq(resume_text_, resume)));
@@ -742,6 +754,7 @@ class Link final : public Upstream {
   const Config& config_;
   UpstreamHooks hooks_;
   std::unique_ptr<FrameProtocol> protocol_;
+  const bool framed_ = protocol_->options().framing != Framing::kJson;  // outbound texts wrapped
   // protocol.resume, unless framing is engineio and it was left at its default (the reference
   // protocol's resume text means nothing to a socket.io server).
   const std::string resume_text_ =
@@ -776,6 +789,7 @@ class Link final : public Upstream {
   std::string tls_error_;
   std::string handshake_error_;  // the server's response cannot be honoured (OnOpen)
   bool closing_for_protocol_ = false;  // CloseForProtocol was called on this connection
+  bool session_open_ = false;          // StartSession ran on this connection
   CloseInfo protocol_close_;           // what it reports
   uint64_t wire_bytes_seen_ = 0;       // ws_detail::WirePayloadBytes() already counted
   bool client_cert_requested_ = false;  // the TLS server asked for one and none is configured

@@ -180,6 +180,7 @@ const std::vector<std::string> kFastReconnect = {"--set=reconnect.base_delay_ms=
 struct Bridge {
   Child child;
   std::string pub;
+  std::string send;  // the send endpoint
   int http_port = 0;
 
   // /metrics, or "" when it does not answer 200.
@@ -230,6 +231,8 @@ Bridge StartFeedBridge(const std::string& dir, const std::string& url, const std
               .value_or("");
   auto http = b.child.WaitForOutputAfter(before, R"(http: listening on 127\.0\.0\.1:(\d+))", "err");
   b.http_port = http ? std::stoi(*http) : 0;
+  b.send = b.child.WaitForOutputAfter(before, R"(zmq: send endpoint on (tcp://[0-9.]+:\d+))", "err")
+               .value_or("");
   return b;
 }
 
@@ -378,6 +381,35 @@ TEST(FeedsSocketIo, EventsExactlyOnceAcrossANamespaceDisconnect) {
   EXPECT_EQ(feed.CountLines(R"(^resume 2 after 200$)"), 1u) << feed.child.Stdout();
   EXPECT_EQ(feed.CountLines(R"(ping timeout)"), 0u) << feed.child.Stdout();
   EXPECT_EQ(bridge.Metric("wsbridge_upstream_connects_total"), 2) << bridge.Metrics();
+  EXPECT_EQ(bridge.child.Kill(SIGTERM), 0) << bridge.child.Stderr();
+}
+
+// socket.io outbound, through wsbridge-send: a JSON array ["event", ...] is accepted and reaches
+// the server as that event; anything else is refused REJECTED_INVALID with the reason, before it
+// is queued.
+TEST(FeedsSocketIo, ProducersSendEventsAndOnlyEvents) {
+  TempDir dir;
+  const std::string received = dir.File("sio-received.log");
+  Feed feed = StartSocketIo(dir.path(), {"--token=s3cret", "--count=1", "--log-received=" + received});
+  ASSERT_NE(feed.port, 0) << feed.child.Stderr();
+  Bridge bridge = StartFeedBridge(dir.path(), SocketIoUrl(feed), dir.File("sio.db"),
+                                  {ExampleConfig("socketio.toml")});
+  ASSERT_FALSE(bridge.send.empty()) << bridge.child.Stderr();
+  auto send = [&](const std::string& payload, const std::string& tag) {
+    Child c = Child::Start({Bin("wsbridge-send"), "--send=" + bridge.send, payload}, dir.path(), tag);
+    const int rc = c.Wait();
+    return std::make_pair(rc, c.Stdout());
+  };
+  const auto [ok_rc, ok_out] = send(R"(["order",{"id":"o-1","qty":2}])", "send-ok");
+  EXPECT_EQ(ok_rc, 0) << ok_out;
+  EXPECT_NE(ok_out.find("ACCEPTED"), std::string::npos) << ok_out;
+  const auto [bad_rc, bad_out] = send(R"({"op":"order"})", "send-bad");
+  EXPECT_NE(bad_rc, 0) << bad_out;
+  EXPECT_NE(bad_out.find("REJECTED_INVALID"), std::string::npos) << bad_out;
+  EXPECT_NE(bad_out.find("must be a JSON array"), std::string::npos) << bad_out;
+  ASSERT_TRUE(WaitFor([&] { return !ReadFileOrEmpty(received).empty(); }, 20s))
+      << bridge.child.Stderr() << feed.child.Stdout();
+  EXPECT_EQ(ReadFileOrEmpty(received), "[\"order\",{\"id\":\"o-1\",\"qty\":2}]\n");
   EXPECT_EQ(bridge.child.Kill(SIGTERM), 0) << bridge.child.Stderr();
 }
 
