@@ -175,13 +175,8 @@ std::string ExampleConfig(const std::string& name) {
 const std::vector<std::string> kFastReconnect = {"--set=reconnect.base_delay_ms=20",
                                                  "--set=reconnect.max_delay_ms=200"};
 
-// A running bridge: its PUB endpoint and HTTP port (both OS-chosen; empty / 0 when it did not
-// come up: see child.Stderr()).
-struct Bridge {
-  Child child;
-  std::string pub;
-  std::string send;  // the send endpoint
-  int http_port = 0;
+// A running bridge (StartOsPortBridge), with what the tests read from it.
+struct Bridge : OsPortBridge {
 
   // /metrics, or "" when it does not answer 200.
   std::string Metrics() const {
@@ -211,29 +206,9 @@ struct Bridge {
   }
 };
 
-// The bridge on `url` with every endpoint chosen by the OS (ZeroMQ on 127.0.0.1:*, HTTP on
-// 127.0.0.1:0) and a debug log; `flags` are appended: an example's --config, or --set keys.
 Bridge StartFeedBridge(const std::string& dir, const std::string& url, const std::string& db,
                        const std::vector<std::string>& flags, const std::string& tag = "bridge") {
-  std::vector<std::string> argv = {Bin("wsbridge"),
-                                   "--upstream=" + url,
-                                   "--db=" + db,
-                                   "--pub=tcp://127.0.0.1:*",
-                                   "--send=tcp://127.0.0.1:*",
-                                   "--replay=tcp://127.0.0.1:*",
-                                   "--http=127.0.0.1:0",
-                                   "--log-level=debug"};
-  argv.insert(argv.end(), flags.begin(), flags.end());
-  const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".err").size();
-  Bridge b;
-  b.child = Child::Start(argv, dir, tag);
-  b.pub = b.child.WaitForOutputAfter(before, R"(publishing on (tcp://[0-9.]+:\d+))", "err")
-              .value_or("");
-  auto http = b.child.WaitForOutputAfter(before, R"(http: listening on 127\.0\.0\.1:(\d+))", "err");
-  b.http_port = http ? std::stoi(*http) : 0;
-  b.send = b.child.WaitForOutputAfter(before, R"(zmq: send endpoint on (tcp://[0-9.]+:\d+))", "err")
-               .value_or("");
-  return b;
+  return Bridge{StartOsPortBridge(dir, url, db, flags, tag)};
 }
 
 // Subscribing before the feed sends anything: the feed is started, then stopped (SIGSTOP: its

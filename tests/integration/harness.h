@@ -522,6 +522,7 @@ inline Child StartReplayBridge(const std::string& dir, const std::string& upstre
 // ---- Send endpoint (outbound tests) -------------------------------------------------------------
 //
 // StartSendBridge  StartBridge, and also the send endpoint from the "zmq: send endpoint on" line
+// StartOsPortBridge  the bridge with every endpoint OS-chosen, all of them read from its log
 
 namespace wsbridge::testing {
 
@@ -537,6 +538,38 @@ inline Child StartSendBridge(const std::string& dir, const std::string& upstream
       c.WaitForOutputAfter(before, R"(zmq: send endpoint on (tcp://[0-9.]+:\d+))", "err")
           .value_or("");
   return c;
+}
+
+// A bridge whose every endpoint the OS chooses (ZeroMQ on 127.0.0.1:*, HTTP on 127.0.0.1:0),
+// logging at debug level, with the endpoints read back from its log (empty / 0 when it did not
+// come up: see child.Stderr()). `flags` are appended (an example's --config, --set keys).
+struct OsPortBridge {
+  Child child;
+  std::string pub;
+  std::string send;
+  int http_port = 0;
+};
+
+inline OsPortBridge StartOsPortBridge(const std::string& dir, const std::string& url,
+                                      const std::string& db, const std::vector<std::string>& flags,
+                                      const std::string& tag = "bridge",
+                                      const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv = {Bin("wsbridge"),          "--upstream=" + url,
+                                   "--db=" + db,             "--pub=tcp://127.0.0.1:*",
+                                   "--send=tcp://127.0.0.1:*", "--replay=tcp://127.0.0.1:*",
+                                   "--http=127.0.0.1:0",     "--log-level=debug"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".err").size();
+  OsPortBridge b;
+  b.child = Child::Start(argv, dir, tag, env);
+  auto from_log = [&](const char* re) {
+    return b.child.WaitForOutputAfter(before, re, "err").value_or("");
+  };
+  b.pub = from_log(R"(publishing on (tcp://[0-9.]+:\d+))");
+  b.send = from_log(R"(zmq: send endpoint on (tcp://[0-9.]+:\d+))");
+  const std::string http = from_log(R"(http: listening on 127\.0\.0\.1:(\d+))");
+  b.http_port = http.empty() ? 0 : std::stoi(http);
+  return b;
 }
 
 }  // namespace wsbridge::testing

@@ -73,34 +73,12 @@ double Num(const std::map<std::string, std::string>& m, const std::string& key) 
   return it == m.end() ? -1 : std::stod(it->second);
 }
 
-// A bridge with HTTP on an OS-chosen port, otherwise as StartBridge (debug log, fast reconnects).
-struct OpsBridge {
-  Child child;
-  int http_port = 0;
-  std::string send_endpoint;
-};
-
-OpsBridge StartOpsBridge(const std::string& dir, const std::string& url, const std::string& db,
-                         std::vector<std::string> flags, const std::string& tag,
-                         const std::vector<std::string>& env = {}) {
-  std::vector<std::string> argv = {Bin("wsbridge"),
-                                   "--upstream=" + url,
-                                   "--db=" + db,
-                                   "--pub=tcp://127.0.0.1:*",
-                                   "--send=tcp://127.0.0.1:*",
-                                   "--replay=tcp://127.0.0.1:*",
-                                   "--http=127.0.0.1:0",
-                                   "--log-level=debug",
-                                   "--set=reconnect.base_delay_ms=20",
-                                   "--set=reconnect.max_delay_ms=200"};
-  argv.insert(argv.end(), flags.begin(), flags.end());
-  OpsBridge b;
-  b.child = Child::Start(argv, dir, tag, env);
-  auto port = b.child.WaitForOutput(R"(http: listening on 127\.0\.0\.1:(\d+))", "err");
-  if (port) b.http_port = std::stoi(*port);
-  auto send = b.child.WaitForOutput(R"(send endpoint on (tcp://[0-9.]+:\d+))", "err", 5s);
-  if (send) b.send_endpoint = *send;
-  return b;
+// A bridge with every endpoint OS-chosen (StartOsPortBridge), reconnecting fast.
+OsPortBridge StartOpsBridge(const std::string& dir, const std::string& url, const std::string& db,
+                            std::vector<std::string> flags, const std::string& tag,
+                            const std::vector<std::string>& env = {}) {
+  flags.insert(flags.begin(), {"--set=reconnect.base_delay_ms=20", "--set=reconnect.max_delay_ms=200"});
+  return StartOsPortBridge(dir, url, db, flags, tag, env);
 }
 
 bool ExitedZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
@@ -112,7 +90,7 @@ TEST(Ops, ReadyzFollowsTheUpstream) {
   int port = 0;
   Child upstream = StartUpstream(dir.path(), {"--rate=200"}, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
-  OpsBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("r.db"), {}, "bridge");
+  OsPortBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("r.db"), {}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
 
   HttpResult h = HttpRequest(b.http_port, "/healthz");
@@ -158,7 +136,7 @@ TEST(Ops, MetricsParseAndCountWhatTheUpstreamSent) {
   const int kCount = 500;
   Child upstream = StartUpstream(dir.path(), {"--count=500", "--rate=0", "--topics=a,b"}, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
-  OpsBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("m.db"), {}, "bridge");
+  OsPortBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("m.db"), {}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   std::string text;
   ASSERT_TRUE(WaitFor([&] {
@@ -241,7 +219,7 @@ TEST(Ops, ThreadsAreNamed) {
   int port = 0;
   Child upstream = StartUpstream(dir.path(), {"--count=10", "--rate=0"}, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
-  OpsBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("t.db"), {}, "bridge");
+  OsPortBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("t.db"), {}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   const std::set<std::string> expected = {"wsb-upstream", "wsb-writer", "wsb-replay", "wsb-http",
                                           "wsb-checkpoint"};
@@ -275,10 +253,10 @@ TEST(Ops, SigtermUnderLoadExitsZeroWithinTheBound) {
   Child upstream = StartUpstream(dir.path(), {"--rate=0", "--log-received=" + received}, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
   std::string db = dir.File("s.db");
-  OpsBridge b =
+  OsPortBridge b =
       StartOpsBridge(dir.path(), Url(port), db, {"--set=protocol.ack_match=type=ack"}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
-  ASSERT_FALSE(b.send_endpoint.empty()) << b.child.Stderr();
+  ASSERT_FALSE(b.send.empty()) << b.child.Stderr();
 
   // A producer on its own thread: one request at a time, until told to stop or unanswered.
   std::atomic<bool> stop{false};
@@ -289,7 +267,7 @@ TEST(Ops, SigtermUnderLoadExitsZeroWithinTheBound) {
     zmq::socket_t sock(ctx, zmq::socket_type::dealer);
     sock.set(zmq::sockopt::rcvtimeo, 3000);
     sock.set(zmq::sockopt::linger, 0);
-    sock.connect(b.send_endpoint);
+    sock.connect(b.send);
     for (int i = 0; !stop; ++i) {
       v1::SendRequest req;
       req.set_id("m-" + std::to_string(i));
@@ -367,7 +345,7 @@ TEST(Ops, SecondSignalExitsAtOnce) {
   int port = 0;
   Child upstream = StartUpstream(dir.path(), {"--rate=100"}, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
-  OpsBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("t.db"), {}, "bridge");
+  OsPortBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("t.db"), {}, "bridge");
   ASSERT_TRUE(WaitFor([&] { return HttpRequest(b.http_port, "/readyz").status == 200; }))
       << b.child.Stderr();
   kill(upstream.pid(), SIGSTOP);
@@ -403,7 +381,7 @@ TEST(Ops, SecretsStayOutOfLogsAndPrintConfig) {
                                   "--log-headers=" + headers_seen},
                                  &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
-  OpsBridge b =
+  OsPortBridge b =
       StartOpsBridge(dir.path(), Url(port), dir.File("a.db"), header_flags, "bridge", env);
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   // Ready means the upstream accepted the Authorization header: the token was sent.
@@ -415,7 +393,7 @@ TEST(Ops, SecretsStayOutOfLogsAndPrintConfig) {
   int port2 = 0;
   Child refusing = StartUpstream(dir.path(), {"--require-header=Authorization: Bearer other"},
                                  &port2, "upstream-refusing");
-  OpsBridge b2 =
+  OsPortBridge b2 =
       StartOpsBridge(dir.path(), Url(port2), dir.File("b.db"), header_flags, "bridge-refused", env);
   ASSERT_TRUE(b2.child.WaitForOutput("401", "err")) << b2.child.Stderr();
 
@@ -459,7 +437,7 @@ TEST(Ops, JsonLogLinesEachParse) {
   Child upstream = StartUpstream(dir.path(), {"--rate=100", "--count=50"}, &port);
   ASSERT_NE(port, 0) << upstream.Stderr();
   const std::string db = dir.File("we\"ird\\name.db");
-  OpsBridge b = StartOpsBridge(dir.path(), Url(port), db, {"--set=log.format=json"}, "bridge");
+  OsPortBridge b = StartOpsBridge(dir.path(), Url(port), db, {"--set=log.format=json"}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   ASSERT_TRUE(WaitFor([&] { return HttpRequest(b.http_port, "/readyz").status == 200; }));
   upstream.Kill(SIGKILL);
@@ -491,7 +469,7 @@ TEST(Ops, JsonLogLinesEachParse) {
 TEST(Ops, RepeatedWarningsAreRateLimitedWithACount) {
   TempDir dir;
   const int port = FreePort();  // nothing listens there
-  OpsBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("l.db"), {}, "bridge");
+  OsPortBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("l.db"), {}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   ASSERT_TRUE(b.child.WaitForOutput(R"(\(repeated (\d+) times)", "err", 40s)) << b.child.Stderr();
   const double failures =
