@@ -3,24 +3,11 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/text.h"
+
 namespace wsbridge {
 
 namespace {
-
-// Untrusted text (server close reasons, error messages) as one short printable line.
-std::string OneLine(const std::string& text, size_t max = 120) {
-  std::string out;
-  out.reserve(std::min(text.size(), max + 3));
-  for (char c : text) {
-    if (out.size() >= max) {
-      out += "...";
-      break;
-    }
-    unsigned char u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7f) ? ' ' : c;
-  }
-  return out;
-}
 
 std::string WithMessage(const char* prefix, const std::string& message) {
   std::string m = OneLine(message);

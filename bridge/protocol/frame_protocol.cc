@@ -69,23 +69,6 @@ bool EventName(simdjson::dom::element root, std::string_view* name) {
          first.get_string().get(*name) == simdjson::SUCCESS;
 }
 
-// A text from the server as one log line: control characters as spaces, at most ~200 bytes
-// (cut on a UTF-8 character boundary).
-std::string OneLine(std::string_view text) {
-  constexpr size_t kMax = 200;
-  size_t n = text.size();
-  if (n > kMax) {
-    n = kMax;
-    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-  }
-  std::string out(text.substr(0, n));
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
-  }
-  if (n < text.size()) out += "...";
-  return out;
-}
-
 }  // namespace
 
 // Everything FrameProtocol owns; only the upstream I/O thread touches the mutable members.
