@@ -20,7 +20,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "bridge/replay_endpoint.h"
+#include "bridge/endpoints/replay_endpoint.h"
 #include "integration/harness.h"
 #include "storage/store.h"
 

@@ -10,14 +10,14 @@
 #include <thread>
 #include <zmq.hpp>
 
-#include "bridge/http_server.h"
-#include "bridge/inbound_queue.h"
+#include "bridge/endpoints/http_server.h"
+#include "bridge/endpoints/replay_endpoint.h"
 #include "bridge/link/upstream.h"
+#include "bridge/pipeline/inbound_queue.h"
+#include "bridge/pipeline/writer.h"
 #include "bridge/protocol/frame_protocol.h"
 #include "bridge/protocol/json_fields.h"
-#include "bridge/replay_endpoint.h"
 #include "bridge/stats.h"
-#include "bridge/writer.h"
 #include "common/thread_name.h"
 
 namespace wsbridge {

@@ -1,4 +1,4 @@
-// libFuzzer target: ReplayRequest bytes as the replay endpoint gets them (bridge/replay_endpoint.h):
+// libFuzzer target: ReplayRequest bytes as the replay endpoint gets them (bridge/endpoints/replay_endpoint.h):
 // ParseFromArray, then ReplayPager::Start's range validation and every page until done.
 //
 // The journal is a real SQLite file made once: 400 rows on topics "a", "ab", "b", "" and a
@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-#include "bridge/replay_endpoint.h"
+#include "bridge/endpoints/replay_endpoint.h"
 #include "storage/store.h"
 
 namespace {

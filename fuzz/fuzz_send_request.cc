@@ -1,5 +1,5 @@
 // libFuzzer target: the intake of SendRequest bytes on zmq.send, through the real code
-// (bridge/outbound.h: Outbound::ReadRequests parses with ParseFromArray and validates) on real
+// (bridge/endpoints/outbound.h: Outbound::ReadRequests parses with ParseFromArray and validates) on real
 // ZeroMQ sockets (inproc), then the reply the producer gets.
 //
 // Input: byte 0 holds flags (bit 0: upstream acks on, i.e. the id must come from the payload's
@@ -22,7 +22,7 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "bridge/outbound.h"
+#include "bridge/endpoints/outbound.h"
 #include "bridge/protocol/json_fields.h"
 #include "bridge/stats.h"
 #include "wsbridge.pb.h"

@@ -10,7 +10,7 @@
 //           --republish EP   [topic][Envelope] on a PUB socket of its own, unchanged (same seq
 //                            and epoch), once --subscribers have subscribed
 //
-// Both sources go through the same pages (bridge/replay_endpoint.h ReplayPager), so memory is
+// Both sources go through the same pages (bridge/endpoints/replay_endpoint.h ReplayPager), so memory is
 // one page whatever the range. A range that retention has trimmed is refused with what is
 // still available. A progress bar goes to stderr when it is a terminal and the range is long.
 #include <unistd.h>
@@ -23,7 +23,7 @@
 #include <string>
 #include <zmq.hpp>
 
-#include "bridge/replay_endpoint.h"
+#include "bridge/endpoints/replay_endpoint.h"
 #include "common/envelope_json.h"
 #include "storage/store.h"
 #include "wsbridge.pb.h"

@@ -25,8 +25,8 @@
 #include "bridge/link/proxy.h"
 #include "bridge/link/ws_config.h"
 #include "bridge/logging.h"
+#include "bridge/pipeline/writer.h"
 #include "bridge/protocol/frame_protocol.h"
-#include "bridge/writer.h"
 #include "common/thread_name.h"
 
 namespace wsbridge {

@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "bridge/config.h"
-#include "bridge/inbound_queue.h"
-#include "bridge/outbound.h"
+#include "bridge/endpoints/outbound.h"
+#include "bridge/pipeline/inbound_queue.h"
 #include "bridge/stats.h"
 #include "common/status.h"
 

@@ -7,7 +7,7 @@
 #include <zmq.hpp>
 
 #include "bridge/config.h"
-#include "bridge/outbound.h"
+#include "bridge/endpoints/outbound.h"
 #include "bridge/stats.h"
 #include "testutil.h"
 #include "wsbridge.pb.h"

@@ -1,7 +1,7 @@
 // InboundQueue: the byte bound the reader pauses at, and the pause it reports to the writer
 // exactly once (the writer's resume of the reader hangs on it: reported twice, harmless;
 // never reported, the reader would stay paused for good).
-#include "bridge/inbound_queue.h"
+#include "bridge/pipeline/inbound_queue.h"
 
 #include <gtest/gtest.h>
 #include <poll.h>

@@ -12,7 +12,7 @@
 #include <map>
 #include <regex>
 
-#include "bridge/http_server.h"
+#include "bridge/endpoints/http_server.h"
 #include "testutil.h"
 
 namespace wsbridge {

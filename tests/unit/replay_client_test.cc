@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "bridge/replay_endpoint.h"
+#include "bridge/endpoints/replay_endpoint.h"
 #include "client/gap_filling_subscriber.h"
 #include "storage/store.h"
 #include "testutil.h"

@@ -3,7 +3,7 @@
 //   ReplayEndpoint  DEALER streaming, REQ one page per request, garbage and multi-frame garbage
 //                   answered with an error while the endpoint keeps serving, a replaced request
 // No sleeps: every receive has a timeout, and a test fails rather than hangs.
-#include "bridge/replay_endpoint.h"
+#include "bridge/endpoints/replay_endpoint.h"
 
 #include <gtest/gtest.h>
 

@@ -3,7 +3,7 @@
 //   when the writer is idle). Whichever way a frame takes, it is committed and published in
 //   the order received, with contiguous seqs, exactly once; inline never overtakes the queue.
 // No sleeps: waits poll a condition with a deadline.
-#include "bridge/writer.h"
+#include "bridge/pipeline/writer.h"
 
 #include <gtest/gtest.h>
 

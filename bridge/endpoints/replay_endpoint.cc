@@ -1,4 +1,4 @@
-#include "bridge/replay_endpoint.h"
+#include "bridge/endpoints/replay_endpoint.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>

@@ -1,4 +1,4 @@
-#include "bridge/http_server.h"
+#include "bridge/endpoints/http_server.h"
 
 #include <spdlog/spdlog.h>
 

@@ -1,4 +1,4 @@
-#include "bridge/outbound.h"
+#include "bridge/endpoints/outbound.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/random.h>

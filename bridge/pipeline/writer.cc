@@ -1,4 +1,4 @@
-#include "bridge/writer.h"
+#include "bridge/pipeline/writer.h"
 
 #include <poll.h>
 #include <spdlog/spdlog.h>

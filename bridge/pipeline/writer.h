@@ -39,8 +39,8 @@
 
 #include <zmq.hpp>
 
-#include "bridge/inbound_queue.h"
-#include "bridge/outbound.h"
+#include "bridge/endpoints/outbound.h"
+#include "bridge/pipeline/inbound_queue.h"
 #include "bridge/stats.h"
 #include "storage/store.h"
 
