@@ -182,6 +182,15 @@ const char* CheckPath(const std::string& v) {
   return IsDottedPath(v) ? nullptr : "must be a dotted field path (e.g. id)";
 }
 
+// An octal file mode such as "0660" or "660" (at most 0777).
+const char* CheckFileMode(const std::string& v) {
+  if (v.empty() || v.size() > 4 || v.find_first_not_of("01234567") != std::string::npos ||
+      (v.size() == 4 && v[0] != '0')) {
+    return "must be an octal file mode such as \"0660\"";
+  }
+  return nullptr;
+}
+
 const char* CheckNamespace(const std::string& v) {
   if (v.empty() || v[0] != '/' || v.find_first_of(",?# \t") != std::string::npos) {
     return "must be a socket.io namespace such as / or /chat";
@@ -323,6 +332,11 @@ const std::vector<Key>& Keys() {
       WSB_KEY(zmq.send).Check(CheckEndpoint),
       WSB_KEY(zmq.replay).Check(CheckEndpoint),
       WSB_KEY(zmq.pub_hwm),
+      WSB_KEY(zmq.ipc_mode).Check(CheckFileMode),
+      WSB_KEY(zmq.ipc_group),
+      WSB_KEY(zmq.allow_insecure),
+      WSB_KEY(zmq.curve.secret_key_file),
+      WSB_KEY(zmq.curve.authorized_keys_file),
       WSB_KEY(http.listen).Check(CheckListen),
       WSB_KEY(log.level).OneOf({"trace", "debug", "info", "warn", "error", "off"}),
       WSB_KEY(log.format).OneOf({"text", "json"}),
@@ -772,6 +786,11 @@ Status Loader::CheckCrossKey() const {
         "must be >= reconnect.base_delay_ms (" + std::to_string(c.reconnect.base_delay_ms) + ")",
         std::to_string(c.reconnect.max_delay_ms));
   }
+  if (!c.zmq.curve.secret_key_file.empty() && c.zmq.curve.authorized_keys_file.empty()) {
+    return Status::InvalidArgument(
+        "zmq.curve.authorized_keys_file: must be set with zmq.curve.secret_key_file (a CURVE "
+        "server without a list of clients would accept every key)");
+  }
   if (c.protocol.framing == "engineio" && !c.protocol.ack_match.empty()) {
     return Status::InvalidArgument(
         "protocol.ack_match: not supported with protocol.framing = \"engineio\" (socket.io "
@@ -804,7 +823,8 @@ StatusOr<CommandLine> Load(int argc, const char* const* argv, const EnvLookup& e
   app.footer(
       "Every configuration key can also be set in the file, with --set section.key=value or "
       "with WSBRIDGE_<SECTION>_<KEY>; command line beats environment beats file beats default. "
-      "--print-config shows the result.");
+      "--print-config shows the result. `wsbridge keygen [--out PREFIX]` makes a CURVE key pair "
+      "for zmq.curve.* (README, Security).");
   std::string config_path;
   std::vector<std::string> sets;
   app.add_option("--config", config_path, "TOML configuration file")->type_name("FILE");

@@ -96,11 +96,21 @@ struct JournalConfig {
   int64_t max_age_s = 604800;
 };
 
+// CURVE on the tcp endpoints (SPEC §10).
+struct CurveConfig {
+  std::string secret_key_file;       // Z85 secret key, 0600; "": no CURVE
+  std::string authorized_keys_file;  // "<role> <Z85 public key> [comment]" lines
+};
+
 struct ZmqConfig {
   std::string pub = "tcp://127.0.0.1:5556";
   std::string send = "tcp://127.0.0.1:5557";
   std::string replay = "tcp://127.0.0.1:5558";
   int pub_hwm = 100000;
+  std::string ipc_mode = "0660";  // octal mode of ipc socket files
+  std::string ipc_group;          // group of ipc socket files; "": the process's group
+  bool allow_insecure = false;    // a non-loopback tcp endpoint without CURVE may start
+  CurveConfig curve;
 };
 
 struct HttpConfig {

@@ -27,6 +27,10 @@ constexpr const char* kConnectionStates[] = {"idle",        "connecting", "open"
 constexpr const char* kRejectReasons[] = {"full", "invalid", "storage", "duplicate"};
 static_assert(std::size(kRejectReasons) == static_cast<size_t>(RejectReason::kCount));
 
+// Label values of wsbridge_auth_failures_total, indexed by AuthEndpoint.
+constexpr const char* kAuthEndpoints[] = {"pub", "send", "replay"};
+static_assert(std::size(kAuthEndpoints) == static_cast<size_t>(AuthEndpoint::kCount));
+
 double Load(const std::atomic<uint64_t>& v) {
   return static_cast<double>(v.load(std::memory_order_relaxed));
 }
@@ -206,6 +210,17 @@ std::vector<MetricFamily> StatsCollectable::Collect() const {
       oldest > 0 ? std::max<double>(0, static_cast<double>(WallNowNs() - oldest) / 1e9) : 0;
   f.Gauge("wsbridge_outbox_oldest_age_seconds",
           "Age of the oldest message in the outbox (0 when empty)", age);
+
+  // Endpoint security.
+  MetricFamily& auth_failures =
+      f.Add("wsbridge_auth_failures_total",
+            "Clients refused during the ZeroMQ handshake, by endpoint (a CURVE key not authorized "
+            "for it, or a failed CURVE handshake such as a plain client)",
+            MetricType::Counter);
+  for (size_t i = 0; i < s.auth_failures.size(); ++i) {
+    auth_failures.metric.push_back(
+        Families::CounterSample(Load(s.auth_failures[i]), {{"endpoint", kAuthEndpoints[i]}}));
+  }
   return f.Take();
 }
 

@@ -15,6 +15,10 @@ namespace wsbridge {
 
 enum class RejectReason { kFull = 0, kInvalid, kStorage, kDuplicate, kCount };
 
+// The endpoints whose clients are authenticated (SPEC §10), in the order of the `endpoint` label
+// of wsbridge_auth_failures_total: "pub", "send", "replay" (the ZAP domains, zap_handler.h).
+enum class AuthEndpoint { kPub = 0, kSend, kReplay, kCount };
+
 // A lock-free histogram of durations with fixed bucket bounds (seconds), for /metrics.
 // Observe() from the owning thread; any thread may read.
 class DurationHistogram {
@@ -85,6 +89,10 @@ struct Stats {
   Gauge journal_bytes{0};
 
   std::array<Counter, static_cast<size_t>(RejectReason::kCount)> rejections{};
+
+  // Clients refused during the handshake, by endpoint (ZAP handler thread: a key not authorized;
+  // a failed CURVE handshake, e.g. a plain client, seen by its handshake monitor).
+  std::array<Counter, static_cast<size_t>(AuthEndpoint::kCount)> auth_failures{};
 
   // A short human-readable reason for not being ready; guarded by reason_mu.
   void SetUpstreamReason(std::string r) {

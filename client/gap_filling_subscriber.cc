@@ -1,3 +1,5 @@
+// The gap-filling subscriber: live messages, gaps filled from the replay endpoint, CURVE on
+// both sockets. See gap_filling_subscriber.h (one thread; handlers run inside Poll()).
 #include "client/gap_filling_subscriber.h"
 
 #include <algorithm>
@@ -26,8 +28,11 @@ StatusOr<std::unique_ptr<GapFillingSubscriber>> GapFillingSubscriber::Create(
   if (options.replay_endpoint.empty()) {
     return Status::InvalidArgument("gap filling: a replay endpoint is required");
   }
+  auto keys = CurveClientKeys::Load(options.server_key, options.client_key_file);
+  if (!keys.ok()) return keys.status();
   std::unique_ptr<GapFillingSubscriber> s(
       new GapFillingSubscriber(ctx, std::move(options), std::move(handlers)));
+  s->keys_ = std::move(keys).value();
   if (Status st = s->Connect(); !st.ok()) return st;
   return s;
 }
@@ -48,17 +53,13 @@ Status GapFillingSubscriber::Connect() {
     sub_.set(zmq::sockopt::linger, 0);
     // Everything: a jump in seq must mean a missed message, not another topic (see the header).
     sub_.set(zmq::sockopt::subscribe, "");
-    sub_.connect(options_.pub_endpoint);
   } catch (const zmq::error_t& e) {
-    return Status::InvalidArgument("cannot connect to PUB endpoint " + options_.pub_endpoint +
-                                   ": " + e.what());
+    return Status::InvalidArgument(std::string("PUB endpoint: ") + e.what());
   }
-  try {
-    NewDealer();
-  } catch (const zmq::error_t& e) {
-    return Status::InvalidArgument("cannot connect to replay endpoint " + options_.replay_endpoint +
-                                   ": " + e.what());
-  }
+  auto watch = ConnectToBridge(*ctx_, sub_, options_.pub_endpoint, keys_);
+  if (!watch.ok()) return Status::InvalidArgument("PUB endpoint: " + watch.status().message());
+  sub_watch_.emplace(std::move(watch).value());
+  if (Status s = NewDealer(); !s.ok()) return s;
   epoch_ = options_.start_epoch;
   last_activity_ = Clock::now();
   if (options_.start_seq > 0) {
@@ -70,17 +71,25 @@ Status GapFillingSubscriber::Connect() {
   return Status::OK();
 }
 
-void GapFillingSubscriber::NewDealer() {
+Status GapFillingSubscriber::NewDealer() {
   // A fresh socket has a fresh identity: pages still on their way to the old one are dropped
   // by the bridge, so a retried request can never be confused with the one it replaces.
   auto d = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::dealer);
   d->set(zmq::sockopt::linger, 0);
   d->set(zmq::sockopt::rcvhwm, 4);  // pages held here; the bridge waits for room beyond that
-  d->connect(options_.replay_endpoint);
+  auto watch = ConnectToBridge(*ctx_, *d, options_.replay_endpoint, keys_);
+  if (!watch.ok()) return Status::InvalidArgument("replay endpoint: " + watch.status().message());
+  dealer_watch_.emplace(std::move(watch).value());
   dealer_ = std::move(d);
+  return Status::OK();
+}
+
+void GapFillingSubscriber::ReplaceDealer() {
+  if (Status s = NewDealer(); !s.ok() && failed_.ok()) failed_ = s;
 }
 
 Status GapFillingSubscriber::Poll(std::chrono::milliseconds timeout) {
+  if (!failed_.ok()) return failed_;
   auto now = Clock::now();
   auto wait = timeout;
   auto until = [&](Clock::time_point t) {
@@ -94,13 +103,20 @@ Status GapFillingSubscriber::Poll(std::chrono::milliseconds timeout) {
     until(last_activity_ + options_.idle_check);
 
   zmq::pollitem_t items[] = {{sub_.handle(), 0, ZMQ_POLLIN, 0},
-                             {dealer_->handle(), 0, ZMQ_POLLIN, 0}};
+                             {dealer_->handle(), 0, ZMQ_POLLIN, 0},
+                             {sub_watch_->events().handle(), 0, ZMQ_POLLIN, 0},
+                             {dealer_watch_->events().handle(), 0, ZMQ_POLLIN, 0}};
   try {
-    zmq::poll(items, 2, wait);
+    zmq::poll(items, 4, wait);
   } catch (const zmq::error_t& e) {
     if (e.num() == EINTR) return Status::OK();
     return Status::Unavailable(std::string("poll: ") + e.what());
   }
+  // A refused handshake is for good (libzmq does not try again): say so rather than wait.
+  for (HandshakeWatch* watch : {&*sub_watch_, &*dealer_watch_}) {
+    if (Status s = watch->Check(); !s.ok()) failed_ = s;
+  }
+  if (!failed_.ok()) return failed_;
   try {
     // Pages first: they hold the messages that come before anything live that is held.
     if (items[1].revents & ZMQ_POLLIN) {
@@ -153,7 +169,7 @@ bool GapFillingSubscriber::CheckEpoch(uint64_t epoch) {
   held_.clear();
   if (fill_) {
     fill_.reset();
-    NewDealer();
+    ReplaceDealer();
   }
   expected_ = options_.new_epoch_from_start ? 1 : 0;
   last_activity_ = Clock::now();
@@ -318,7 +334,7 @@ void GapFillingSubscriber::OnTimers(Clock::time_point now) {
     const uint64_t to = fill_->to;
     const bool probe = fill_->probe;
     fill_.reset();
-    NewDealer();
+    ReplaceDealer();
     if (probe) {
       last_activity_ = now;                  // the next idle check probes again
       Drain();                               // and release what arrived meanwhile

@@ -22,6 +22,9 @@
 //   from the oldest seq the journal still has.
 // - The replay endpoint unreachable or silent for `replay_timeout`: it asks again on a fresh
 //   socket (a restarting bridge is waited for, not an error).
+// - CURVE (SPEC §10): with `server_key` and `client_key_file` both sockets are CURVE clients
+//   (client/curve_client.h). A handshake the bridge refuses (a key not authorized to subscribe,
+//   a plain client on a CURVE endpoint) is an error from Poll(), not a silent wait.
 //
 // Threading: not thread-safe. Create it, call Poll() and the accessors from one thread; the
 // handlers run on that thread, inside Poll(). The zmq::context_t must outlive it.
@@ -36,6 +39,7 @@
 #include <string>
 #include <zmq.hpp>
 
+#include "client/curve_client.h"
 #include "common/status.h"
 #include "wsbridge.pb.h"
 
@@ -61,6 +65,11 @@ struct GapFillingOptions {
   int sub_rcvbuf_bytes = 0;       // SO_RCVBUF of the SUB socket; 0: the OS default
   std::chrono::milliseconds replay_timeout{3000};  // no page for this long: ask again
   std::chrono::milliseconds idle_check{1000};  // quiet for this long: check the journal (0: never)
+  // CURVE, as wsbridge-tail's --server-key and --client-key-file (both or neither; see
+  // CurveClientKeys::Load): the bridge's public key (40 Z85 characters, or "@FILE") and this
+  // client's secret key file, whose public key the bridge lists with role `subscribe` or `all`.
+  std::string server_key;
+  std::string client_key_file;
 };
 
 struct GapFillingHandlers {
@@ -90,7 +99,8 @@ struct GapFillingStats {
 class GapFillingSubscriber {
  public:
   // Connects the SUB and DEALER sockets (connecting succeeds whether or not the bridge runs).
-  // InvalidArgument for a bad endpoint or a missing on_message.
+  // InvalidArgument for a bad endpoint, a missing on_message or CURVE settings that cannot be
+  // used (one without the other, a key file that cannot be read or is readable by others).
   static StatusOr<std::unique_ptr<GapFillingSubscriber>> Create(zmq::context_t* ctx,
                                                                 GapFillingOptions options,
                                                                 GapFillingHandlers handlers);
@@ -100,7 +110,8 @@ class GapFillingSubscriber {
 
   // Waits up to `timeout` for messages, replay pages or a timer, handles what is there (a
   // bounded amount per call) and returns. Call it in a loop. Errors only when the sockets fail
-  // for good (e.g. the context was shut down).
+  // for good (e.g. the context was shut down) or the bridge refused a handshake (libzmq does
+  // not try again; the message says which endpoint and why); every later call returns it too.
   Status Poll(std::chrono::milliseconds timeout);
 
   uint64_t epoch() const { return epoch_; }        // 0 until the first message
@@ -120,7 +131,10 @@ class GapFillingSubscriber {
 
   GapFillingSubscriber(zmq::context_t* ctx, GapFillingOptions options, GapFillingHandlers handlers);
   Status Connect();
-  void NewDealer();
+  // A fresh DEALER (and its handshake watch) connected to the replay endpoint.
+  Status NewDealer();
+  // NewDealer() from the message handling; a failure is returned by the next Poll().
+  void ReplaceDealer();
 
   void OnLive(v1::Envelope& env);
   void OnPage(const v1::ReplayReply& reply);
@@ -139,8 +153,12 @@ class GapFillingSubscriber {
   zmq::context_t* ctx_;
   GapFillingOptions options_;
   GapFillingHandlers handlers_;
+  CurveClientKeys keys_;
   zmq::socket_t sub_;
+  std::optional<HandshakeWatch> sub_watch_;  // set by Connect()
   std::unique_ptr<zmq::socket_t> dealer_;
+  std::optional<HandshakeWatch> dealer_watch_;  // dealer_'s
+  Status failed_;  // set for good: the sockets cannot be used any more
 
   uint64_t epoch_ = 0;
   uint64_t expected_ = 0;

@@ -2,7 +2,9 @@
 //
 //   source  --db FILE        a read-only connection to the database (safe while the daemon runs:
 //                            WAL readers neither block the writer nor are blocked by it)
-//           --endpoint EP    the daemon's replay endpoint (zmq.replay), paged ReplayReplies
+//           --endpoint EP    the daemon's replay endpoint (zmq.replay), paged ReplayReplies;
+//                            with --server-key and --client-key-file as a CURVE client
+//                            (client/curve_client.h); a refused handshake exits 2 saying so
 //   range   --from N (default 1), --to N (default 0: the newest when the replay starts),
 //           --topic PREFIX
 //   output  --format json    one JSON line per message, as wsbridge-tail prints them
@@ -20,12 +22,15 @@
 #include <csignal>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <zmq.hpp>
 
 #include "bridge/endpoints/replay_endpoint.h"
+#include "client/curve_client.h"
 #include "common/envelope_json.h"
 #include "storage/store.h"
+#include "tools/curve_flags.h"
 #include "wsbridge.pb.h"
 
 #ifndef WSBRIDGE_VERSION
@@ -78,25 +83,24 @@ class FileSource final : public Source {
 class EndpointSource final : public Source {
  public:
   EndpointSource(zmq::context_t& ctx, std::string endpoint, int timeout_ms)
-      : sock_(ctx, zmq::socket_type::dealer),
+      : ctx_(ctx),
+        sock_(ctx, zmq::socket_type::dealer),
         endpoint_(std::move(endpoint)),
         timeout_ms_(timeout_ms) {}
-  void Start(const wsbridge::v1::ReplayRequest& req) {
-    try {
-      sock_.set(zmq::sockopt::linger, 0);
-      sock_.set(zmq::sockopt::rcvhwm, 4);
-      sock_.connect(endpoint_);
-    } catch (const zmq::error_t& e) {
-      Die("cannot connect to " + endpoint_ + ": " + e.what(), 2);
-    }
+  void Start(const wsbridge::v1::ReplayRequest& req,
+             const wsbridge::client::CurveClientKeys& keys) {
+    sock_.set(zmq::sockopt::linger, 0);
+    sock_.set(zmq::sockopt::rcvhwm, 4);
+    auto watch = wsbridge::client::ConnectToBridge(ctx_, sock_, endpoint_, keys);
+    if (!watch.ok()) Die(watch.status().message(), 2);
+    watch_.emplace(std::move(watch).value());
     std::string body;
     req.SerializeToString(&body);
     (void)sock_.send(zmq::buffer(body), zmq::send_flags::dontwait);
   }
   wsbridge::Status Next(wsbridge::v1::ReplayReply* page) override {
-    zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
     auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
-    while (!(item.revents & ZMQ_POLLIN)) {
+    for (;;) {
       if (g_stop) return wsbridge::Status::Unavailable("interrupted");
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) {
@@ -104,14 +108,12 @@ class EndpointSource final : public Source {
             "no answer from " + endpoint_ + " within " + std::to_string(timeout_ms_) +
             " ms (is the bridge running, and is this its zmq.replay endpoint?)");
       }
-      try {
-        zmq::poll(&item, 1, std::min(left, std::chrono::milliseconds(200)));
-      } catch (const zmq::error_t& e) {
-        if (e.num() != EINTR) throw;
-      }
+      auto ready = watch_->WaitReadable(sock_, std::min(left, std::chrono::milliseconds(200)));
+      if (!ready.ok()) Die(ready.status().message(), 2);  // the bridge refused this client
+      if (*ready) break;
     }
     zmq::message_t msg;
-    (void)sock_.recv(msg);
+    (void)sock_.recv(msg, zmq::recv_flags::dontwait);
     bool ok = !msg.more() && page->ParseFromArray(msg.data(), static_cast<int>(msg.size()));
     while (msg.more()) (void)sock_.recv(msg);
     if (!ok)
@@ -123,7 +125,9 @@ class EndpointSource final : public Source {
   }
 
  private:
+  zmq::context_t& ctx_;
   zmq::socket_t sock_;
+  std::optional<wsbridge::client::HandshakeWatch> watch_;  // set by Start()
   std::string endpoint_;
   int timeout_ms_;
 };
@@ -254,6 +258,10 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--no-progress", no_progress, "no progress bar, even on a terminal");
+  wsbridge::tools::CurveFlags curve;
+  wsbridge::tools::AddCurveFlags(app, &curve, "subscribe");
+  app.get_option("--server-key")->needs(ep_opt);
+  app.get_option("--client-key-file")->needs(ep_opt);
   app.set_version_flag("--version", std::string("wsbridge-replay ") + WSBRIDGE_VERSION);
   try {
     app.parse(argc, argv);
@@ -286,8 +294,10 @@ int main(int argc, char** argv) {
   if (!db.empty()) {
     source = FileSource::Open(db, req);
   } else {
+    auto keys = wsbridge::client::CurveClientKeys::Load(curve.server_key, curve.client_key_file);
+    if (!keys.ok()) Die(keys.status().message(), 2);
     auto ep = std::make_unique<EndpointSource>(ctx, endpoint, timeout_ms);
-    ep->Start(req);
+    ep->Start(req, *keys);
     source = std::move(ep);
   }
   std::unique_ptr<Republisher> pub;

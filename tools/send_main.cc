@@ -4,16 +4,22 @@
 //   producer | wsbridge-send                        one message per stdin line
 //
 // Prints each SendReply as a JSON line and exits 1 if any message was not ACCEPTED (2 on bad
-// flags or when the endpoint does not answer in time). Requests are pipelined (up to --window
-// in flight) on one DEALER socket; the bridge answers them in order.
+// flags, when the endpoint does not answer in time, or when it refuses this client's
+// handshake: a CURVE key not authorized to send, a plain client on a CURVE endpoint). Requests
+// are pipelined (up to --window in flight) on one DEALER socket; the bridge answers them in
+// order. --server-key and --client-key-file make it a CURVE client (client/curve_client.h).
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <deque>
 #include <iostream>
 #include <string>
 #include <zmq.hpp>
 
+#include "client/curve_client.h"
 #include "common/json_text.h"
+#include "tools/curve_flags.h"
 #include "wsbridge.pb.h"
 
 #ifndef WSBRIDGE_VERSION
@@ -39,6 +45,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--window", window, "requests in flight at most")->capture_default_str()->check(CLI::PositiveNumber);
+  wsbridge::tools::CurveFlags curve;
+  wsbridge::tools::AddCurveFlags(app, &curve, "send");
   app.set_version_flag("--version", std::string("wsbridge-send ") + WSBRIDGE_VERSION);
   // CLI11 2.1 reads an argument written [a,b] as a list and would split a JSON array payload
   // (a socket.io event ["order",{...}]) into messages at its commas: such arguments are parsed
@@ -62,17 +70,46 @@ int main(int argc, char** argv) {
   };
   unmark(id);
   for (std::string& m : messages) unmark(m);
+  unmark(curve.server_key);
+  unmark(curve.client_key_file);
+  auto keys = wsbridge::client::CurveClientKeys::Load(curve.server_key, curve.client_key_file);
+  if (!keys.ok()) {
+    std::fprintf(stderr, "wsbridge-send: %s\n", keys.status().message().c_str());
+    return 2;
+  }
 
   zmq::context_t ctx(1);
   zmq::socket_t sock(ctx, zmq::socket_type::dealer);
-  try {
-    sock.set(zmq::sockopt::linger, 0);
-    sock.set(zmq::sockopt::rcvtimeo, timeout_ms);
-    sock.connect(endpoint);
-  } catch (const zmq::error_t& e) {
-    std::fprintf(stderr, "wsbridge-send: cannot connect to %s: %s\n", endpoint.c_str(), e.what());
+  sock.set(zmq::sockopt::linger, 0);
+  // A refused handshake leaves the socket without a peer to queue requests for.
+  sock.set(zmq::sockopt::sndtimeo, timeout_ms);
+  auto watch = wsbridge::client::ConnectToBridge(ctx, sock, endpoint, *keys);
+  if (!watch.ok()) {
+    std::fprintf(stderr, "wsbridge-send: %s\n", watch.status().message().c_str());
     return 2;
   }
+  // Waits for the next reply; false, after one line on stderr, when none comes within
+  // --timeout-ms or when the bridge refuses this client's handshake.
+  auto await_reply = [&](size_t unanswered) {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+      auto left = std::max(std::chrono::milliseconds(0),
+                           std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                 Clock::now()));
+      auto ready = watch->WaitReadable(sock, left);
+      if (!ready.ok()) {
+        std::fprintf(stderr, "wsbridge-send: %s\n", ready.status().message().c_str());
+        return false;
+      }
+      if (*ready) return true;
+      if (left.count() == 0) {
+        std::fprintf(stderr, "wsbridge-send: no reply from %s within %d ms (%zu unanswered)\n",
+                     endpoint.c_str(), timeout_ms, unanswered);
+        return false;
+      }
+    }
+  };
 
   const bool from_stdin = messages.empty();
   size_t next_arg = 0, sent = 0, answered = 0, lineno = 0;
@@ -104,19 +141,23 @@ int main(int argc, char** argv) {
       req.set_payload(payload);
       req.set_binary(binary);
       req.SerializeToString(&bytes);
-      (void)sock.send(zmq::buffer(bytes), zmq::send_flags::none);
+      if (!sock.send(zmq::buffer(bytes), zmq::send_flags::none)) {
+        wsbridge::Status refused = watch->Check();
+        std::fprintf(stderr, "wsbridge-send: %s\n",
+                     refused.ok() ? ("cannot queue a request for " + endpoint + " within " +
+                                     std::to_string(timeout_ms) + " ms").c_str()
+                                  : refused.message().c_str());
+        return 2;
+      }
       ++sent;
     }
     if (answered == sent) {
       if (input_done) break;
       continue;
     }
+    if (!await_reply(sent - answered)) return 2;
     zmq::message_t msg;
-    if (!sock.recv(msg)) {
-      std::fprintf(stderr, "wsbridge-send: no reply from %s within %d ms (%zu unanswered)\n",
-                   endpoint.c_str(), timeout_ms, sent - answered);
-      return 2;
-    }
+    (void)sock.recv(msg, zmq::recv_flags::dontwait);
     ++answered;
     if (!reply.ParseFromArray(msg.data(), static_cast<int>(msg.size()))) {
       std::fprintf(stderr, "wsbridge-send: the endpoint answered something that is not a SendReply\n");

@@ -4,6 +4,12 @@
 // With --fill-gaps it uses the gap-filling subscriber (client/): every seq is printed once and
 // in order, whatever the PUB socket dropped, by asking the replay endpoint (--replay) for what
 // is missing; --from-seq N starts at seq N, replaying what came before the tail started.
+//
+// --server-key and --client-key-file make it a CURVE client of both endpoints
+// (client/curve_client.h). When the bridge refuses its handshake (a key not authorized to
+// subscribe, a plain client on a CURVE endpoint) it says so and exits 1 instead of waiting for
+// messages that will never come. Exit codes: 0 done (--count reached, or Ctrl-C), 1 refused or
+// failed, 2 bad flags or endpoint.
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -11,8 +17,10 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "client/curve_client.h"
 #include "client/gap_filling_subscriber.h"
 #include "common/envelope_json.h"
+#include "tools/curve_flags.h"
 #include "wsbridge.pb.h"
 
 #ifndef WSBRIDGE_VERSION
@@ -37,24 +45,29 @@ bool Matches(const std::vector<std::string>& prefixes, const std::string& topic)
 }
 
 int PlainTail(zmq::context_t& ctx, const std::string& endpoint, std::vector<std::string> topics,
-              uint64_t count) {
+              uint64_t count, const wsbridge::client::CurveClientKeys& keys) {
   zmq::socket_t sub(ctx, zmq::socket_type::sub);
-  try {
-    sub.set(zmq::sockopt::rcvhwm, 0);
-    sub.set(zmq::sockopt::rcvtimeo, 200);  // so that Ctrl-C is noticed
-    if (topics.empty()) topics.push_back("");
-    for (const auto& t : topics) sub.set(zmq::sockopt::subscribe, t);
-    sub.connect(endpoint);
-  } catch (const zmq::error_t& e) {
-    std::fprintf(stderr, "wsbridge-tail: cannot connect to %s: %s\n", endpoint.c_str(), e.what());
+  sub.set(zmq::sockopt::rcvhwm, 0);
+  if (topics.empty()) topics.push_back("");
+  for (const auto& t : topics) sub.set(zmq::sockopt::subscribe, t);
+  auto watch = wsbridge::client::ConnectToBridge(ctx, sub, endpoint, keys);
+  if (!watch.ok()) {
+    std::fprintf(stderr, "wsbridge-tail: %s\n", watch.status().message().c_str());
     return 2;
   }
   wsbridge::v1::Envelope env;
   uint64_t seen = 0;
   while (!g_stop && (count == 0 || seen < count)) {
+    // In slices, so that Ctrl-C is noticed.
+    auto ready = watch->WaitReadable(sub, std::chrono::milliseconds(200));
+    if (!ready.ok()) {
+      std::fprintf(stderr, "wsbridge-tail: %s\n", ready.status().message().c_str());
+      return 1;
+    }
+    if (!*ready) continue;
     zmq::message_t topic, body;
     try {
-      if (!sub.recv(topic)) continue;
+      if (!sub.recv(topic, zmq::recv_flags::dontwait)) continue;
       if (!topic.more() || !sub.recv(body)) continue;
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
@@ -73,11 +86,13 @@ int PlainTail(zmq::context_t& ctx, const std::string& endpoint, std::vector<std:
 
 int GapFillingTail(zmq::context_t& ctx, const std::string& endpoint, const std::string& replay,
                    const std::vector<std::string>& topics, uint64_t count, uint64_t from_seq,
-                   int idle_check_ms) {
+                   int idle_check_ms, const wsbridge::tools::CurveFlags& curve) {
   namespace client = wsbridge::client;
   client::GapFillingOptions o;
   o.pub_endpoint = endpoint;
   o.replay_endpoint = replay;
+  o.server_key = curve.server_key;
+  o.client_key_file = curve.client_key_file;
   o.start_seq = from_seq;
   o.idle_check = std::chrono::milliseconds(idle_check_ms);
   // One prefix goes to the replay endpoint as a filter; several are filtered here.
@@ -113,7 +128,7 @@ int GapFillingTail(zmq::context_t& ctx, const std::string& endpoint, const std::
   while (!g_stop && (count == 0 || seen < count)) {
     wsbridge::Status s = (*sub)->Poll(std::chrono::milliseconds(200));
     if (!s.ok()) {
-      std::fprintf(stderr, "wsbridge-tail: %s\n", s.ToString().c_str());
+      std::fprintf(stderr, "wsbridge-tail: %s\n", s.message().c_str());
       return 1;
     }
   }
@@ -150,6 +165,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->needs(fill);
   fill->needs(rep);
+  wsbridge::tools::CurveFlags curve;
+  wsbridge::tools::AddCurveFlags(app, &curve, "subscribe");
   app.set_version_flag("--version", std::string("wsbridge-tail ") + WSBRIDGE_VERSION);
   try {
     app.parse(argc, argv);
@@ -165,6 +182,13 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, [](int) { g_stop = 1; });
 
   zmq::context_t ctx(1);
-  if (!fill_gaps) return PlainTail(ctx, endpoint, topics, count);
-  return GapFillingTail(ctx, endpoint, replay, topics, count, from_seq, idle_check_ms);
+  if (!fill_gaps) {
+    auto keys = wsbridge::client::CurveClientKeys::Load(curve.server_key, curve.client_key_file);
+    if (!keys.ok()) {
+      std::fprintf(stderr, "wsbridge-tail: %s\n", keys.status().message().c_str());
+      return 2;
+    }
+    return PlainTail(ctx, endpoint, topics, count, *keys);
+  }
+  return GapFillingTail(ctx, endpoint, replay, topics, count, from_seq, idle_check_ms, curve);
 }

@@ -26,7 +26,10 @@ Status Outbound::Bind() {
     // failed send (peer gone, or its queue full) is an error ZeroMQ reports, counted below.
     router_.set(zmq::sockopt::sndhwm, kReplyQueue);
     router_.set(zmq::sockopt::router_mandatory, 1);
-    router_.bind(options_.endpoint);
+    auto guard = BindEndpoint(router_, options_.endpoint,
+                              {"zmq.send", "send", kMaxSendRequestBytes}, options_.security);
+    if (!guard.ok()) return guard.status();
+    guard_ = std::move(guard).value();
     bound_endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
     return Status::InvalidArgument("zmq.send: cannot bind " + options_.endpoint + ": " +

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -23,6 +24,7 @@
 
 #include <zmq.hpp>
 
+#include "bridge/endpoints/endpoint_security.h"
 #include "bridge/stats.h"
 #include "common/status.h"
 #include "storage/store.h"
@@ -70,7 +72,12 @@ struct OutboundOptions {
   // More checks on a producer's payload (protocol.framing = engineio: a JSON array); an error
   // is answered REJECTED_INVALID with its message. Called on the writer thread. Optional.
   std::function<Status(std::string_view payload, bool binary)> check_payload;
+  EndpointSecurity security;  // ipc mode and group, CURVE (SPEC §10)
 };
+
+// The largest SendRequest the send endpoint reads (ZMQ_MAXMSGSIZE); a bigger one is dropped by
+// ZeroMQ with the producer's connection.
+constexpr int64_t kMaxSendRequestBytes = 16 << 20;
 
 class Outbound {
  public:
@@ -113,6 +120,7 @@ class Outbound {
 
   OutboundOptions options_;
   zmq::socket_t router_;
+  std::unique_ptr<EndpointGuard> guard_;  // while bound (an ipc endpoint's lock)
   Stats* stats_;
   std::string bound_endpoint_;
   std::vector<PendingReply> pending_;  // same order as the batch's outbound requests

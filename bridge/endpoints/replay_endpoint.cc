@@ -130,7 +130,10 @@ Status ReplayEndpoint::Bind() {
     router_.set(zmq::sockopt::sndhwm, options_.pages_in_flight);
     router_.set(zmq::sockopt::rcvhwm, 1000);
     router_.set(zmq::sockopt::linger, 0);
-    router_.bind(options_.endpoint);
+    auto guard = BindEndpoint(router_, options_.endpoint,
+                              {"zmq.replay", "replay", kMaxReplayRequestBytes}, options_.security);
+    if (!guard.ok()) return guard.status();
+    guard_ = std::move(guard).value();
     bound_endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
     return Status::InvalidArgument("zmq.replay: cannot bind " + options_.endpoint + ": " +

@@ -30,6 +30,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "bridge/endpoints/endpoint_security.h"
 #include "common/status.h"
 #include "storage/store.h"
 #include "wsbridge.pb.h"
@@ -84,7 +85,12 @@ struct ReplayEndpointOptions {
   int poll_ms_when_blocked = 2;     // retry interval while every client's queue is full
   // Replay is background work: under CPU contention it slows down, not the inbound path.
   int nice = 10;  // niceness of the replay thread (0: as the daemon)
+  EndpointSecurity security;  // ipc mode and group, CURVE (SPEC §10)
 };
+
+// The largest ReplayRequest the replay endpoint reads (ZMQ_MAXMSGSIZE): a few dozen bytes are
+// enough for any valid one.
+constexpr int64_t kMaxReplayRequestBytes = 64 << 10;
 
 // The zmq.replay ROUTER. A client (DEALER or REQ) sends [ReplayRequest] and gets [ReplayReply]
 // pages:
@@ -136,6 +142,7 @@ class ReplayEndpoint {
 
   ReplayEndpointOptions options_;
   zmq::socket_t router_;
+  std::unique_ptr<EndpointGuard> guard_;  // while bound (an ipc endpoint's lock)
   std::unique_ptr<Store> store_;
   std::string bound_endpoint_;
   int stop_fd_ = -1;  // eventfd: Stop() wakes the poll

@@ -48,7 +48,10 @@ Status Writer::Bind() {
   try {
     pub_.set(zmq::sockopt::sndhwm, options_.pub_hwm);
     pub_.set(zmq::sockopt::linger, 0);
-    pub_.bind(options_.pub_endpoint);
+    auto guard = BindEndpoint(pub_, options_.pub_endpoint, {"zmq.pub", "pub", 0},
+                              options_.security);
+    if (!guard.ok()) return guard.status();
+    pub_guard_ = std::move(guard).value();
     bound_endpoint_ = pub_.get(zmq::sockopt::last_endpoint);
     pub_fd_ = pub_.get(zmq::sockopt::fd);
   } catch (const zmq::error_t& e) {

@@ -55,6 +55,7 @@ struct WriterOptions {
   int64_t trim_interval_ms = 1000;  // how often retention runs
   uint64_t trim_step_rows = 5000;   // rows deleted per step at most
   OutboundOptions outbound;         // the send endpoint and outbox delivery
+  EndpointSecurity security;        // the PUB endpoint's ipc mode and group, CURVE (SPEC §10)
 };
 
 // Wall-clock time in ns since the Unix epoch (received_at, retention ages).
@@ -125,6 +126,7 @@ class Writer {
   std::mutex mu_;
   std::unique_ptr<Store> store_;
   zmq::socket_t pub_;
+  std::unique_ptr<EndpointGuard> pub_guard_;  // while bound (an ipc endpoint's lock)
   Outbound outbound_;  // the send endpoint: inline commits never touch it
   std::vector<InboundFrame> pending_;  // popped from the queue, not yet in a batch
   size_t pending_pos_ = 0;

@@ -83,7 +83,9 @@ auto Fields(const Config& c) {
       c.protocol.seq_field, c.protocol.topic_field, c.protocol.resume, c.protocol.on_open,
       c.protocol.ack_match, c.protocol.ack_id_field, c.storage.path, c.storage.durability,
       c.storage.outbox_max_messages, c.journal.max_rows, c.journal.max_bytes, c.journal.max_age_s,
-      c.zmq.pub, c.zmq.send, c.zmq.replay, c.zmq.pub_hwm, c.http.listen, c.log.level, c.log.format);
+      c.zmq.pub, c.zmq.send, c.zmq.replay, c.zmq.pub_hwm, c.zmq.ipc_mode, c.zmq.ipc_group,
+      c.zmq.allow_insecure, c.zmq.curve.secret_key_file, c.zmq.curve.authorized_keys_file,
+      c.http.listen, c.log.level, c.log.format);
 }
 
 TEST_F(ConfigTest, DefaultsMatchSpec) {
@@ -131,11 +133,16 @@ TEST_F(ConfigTest, DefaultsMatchSpec) {
   EXPECT_EQ(c.zmq.send, "tcp://127.0.0.1:5557");
   EXPECT_EQ(c.zmq.replay, "tcp://127.0.0.1:5558");
   EXPECT_EQ(c.zmq.pub_hwm, 100000);
+  EXPECT_EQ(c.zmq.ipc_mode, "0660");
+  EXPECT_EQ(c.zmq.ipc_group, "");
+  EXPECT_FALSE(c.zmq.allow_insecure);
+  EXPECT_EQ(c.zmq.curve.secret_key_file, "");
+  EXPECT_EQ(c.zmq.curve.authorized_keys_file, "");
   EXPECT_EQ(c.http.listen, "127.0.0.1:9108");
   EXPECT_EQ(c.log.level, "info");
   EXPECT_EQ(c.log.format, "text");
 
-  EXPECT_EQ(c.sources.size(), 46u);  // one per key
+  EXPECT_EQ(c.sources.size(), 51u);  // one per key
   for (const auto& [key, source] : c.sources) EXPECT_EQ(source, "default") << key;
 }
 
@@ -199,6 +206,13 @@ pub = "ipc:///tmp/pub"
 send = "tcp://0.0.0.0:7001"
 replay = "tcp://0.0.0.0:7002"
 pub_hwm = 0
+ipc_mode = "0600"
+ipc_group = "wsbridge-readers"
+allow_insecure = true
+
+[zmq.curve]
+secret_key_file = "/etc/wsbridge/server.key"
+authorized_keys_file = "/etc/wsbridge/authorized_keys"
 
 [http]
 listen = ""
@@ -253,6 +267,11 @@ format = "json"
   EXPECT_EQ(c.zmq.send, "tcp://0.0.0.0:7001");
   EXPECT_EQ(c.zmq.replay, "tcp://0.0.0.0:7002");
   EXPECT_EQ(c.zmq.pub_hwm, 0);
+  EXPECT_EQ(c.zmq.ipc_mode, "0600");
+  EXPECT_EQ(c.zmq.ipc_group, "wsbridge-readers");
+  EXPECT_TRUE(c.zmq.allow_insecure);
+  EXPECT_EQ(c.zmq.curve.secret_key_file, "/etc/wsbridge/server.key");
+  EXPECT_EQ(c.zmq.curve.authorized_keys_file, "/etc/wsbridge/authorized_keys");
   EXPECT_EQ(c.http.listen, "");
   EXPECT_EQ(c.log.level, "debug");
   EXPECT_EQ(c.log.format, "json");
@@ -499,6 +518,10 @@ TEST_F(ConfigTest, BadValuesNameTheKey) {
        "(got a value not shown)"},
       {"upstream.permessage_deflate=maybe", "upstream.permessage_deflate: must be one of true"},
       {"protocol.replies=ping", "protocol.replies: must be a TOML array of tables"},
+      {"zmq.ipc_mode=rw", "zmq.ipc_mode: must be an octal file mode such as \"0660\" (got \"rw\")"},
+      {"zmq.ipc_mode=1777", "zmq.ipc_mode: must be an octal file mode"},
+      {"zmq.curve.secret_key_file=/k",
+       "zmq.curve.authorized_keys_file: must be set with zmq.curve.secret_key_file"},
       {"reconnect.fatal_close_codes=[1008", "reconnect.fatal_close_codes: must be a TOML array"},
       {"protocol.on_open=[1]", "protocol.on_open[0]: must be a string (got 1)"},
       {"heartbeat.timeout_ms=0", "heartbeat.timeout_ms: must be > 0"},
@@ -775,7 +798,7 @@ TEST_F(ConfigTest, ToTomlEveryLineHasItsSource) {
     EXPECT_NE(line.find(" = "), std::string::npos) << line;
     EXPECT_NE(line.find("  # "), std::string::npos) << line;
   }
-  EXPECT_EQ(keys, 46u);
+  EXPECT_EQ(keys, 51u);
 }
 
 TEST_F(ConfigTest, ToTomlRoundTrips) {

@@ -55,7 +55,8 @@ TEST(StatsCollectable, ExportsEveryFamilyTheDashboardUses) {
                            "wsbridge_storage_ok",
                            "wsbridge_commit_failures_total",
                            "wsbridge_reads_paused_total",
-                           "wsbridge_oversized_frames_total"}) {
+                           "wsbridge_oversized_frames_total",
+                           "wsbridge_auth_failures_total"}) {
     const auto* f = Find(fams, name);
     ASSERT_NE(f, nullptr) << name;
     EXPECT_FALSE(f->help.empty()) << name;
@@ -73,6 +74,7 @@ TEST(StatsCollectable, ValuesComeFromStatsAtCollectTime) {
   s.CountReconnectReason("heartbeat_timeout");
   s.CountReconnectReason("tcp");
   s.rejections[static_cast<size_t>(RejectReason::kFull)] = 3;
+  s.auth_failures[static_cast<size_t>(AuthEndpoint::kSend)] = 2;
   s.commit_seconds.Observe(200000);      // 0.2 ms
   s.commit_seconds.Observe(3000000);     // 3 ms
   s.commit_seconds.Observe(5000000000);  // 5 s: beyond the last bound
@@ -103,6 +105,13 @@ TEST(StatsCollectable, ValuesComeFromStatsAtCollectTime) {
   EXPECT_EQ(rejections->metric[0].label[0].value, "full");
   EXPECT_EQ(rejections->metric[0].counter.value, 3);
   EXPECT_EQ(rejections->metric[3].label[0].value, "duplicate");
+
+  const auto* auth = Find(fams, "wsbridge_auth_failures_total");
+  ASSERT_EQ(auth->metric.size(), 3u);  // every endpoint has a series from the start
+  EXPECT_EQ(auth->metric[1].label[0].name, "endpoint");
+  EXPECT_EQ(auth->metric[1].label[0].value, "send");
+  EXPECT_EQ(auth->metric[1].counter.value, 2);
+  EXPECT_EQ(auth->metric[2].label[0].value, "replay");
 
   const auto& h = Find(fams, "wsbridge_storage_commit_seconds")->metric[0].histogram;
   EXPECT_EQ(h.sample_count, 3u);
