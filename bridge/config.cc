@@ -192,10 +192,7 @@ const char* CheckFileMode(const std::string& v) {
 }
 
 const char* CheckNamespace(const std::string& v) {
-  if (v.empty() || v[0] != '/' || v.find_first_of(",?# \t") != std::string::npos) {
-    return "must be a socket.io namespace such as / or /chat";
-  }
-  return nullptr;
+  return IsSocketIoNamespace(v) ? nullptr : "must be a socket.io namespace such as / or /chat";
 }
 
 // A first look only (FrameProtocol parses it): '{' ... '}' around the text, or "".
@@ -616,17 +613,7 @@ Status Loader::Read(const Key& key, const toml::node& node, Replies* out) const 
       if (!st.ok()) return st;
       *member = std::move(*text);
     }
-    if (rule.text.empty() == rule.field.empty()) {
-      return Status::InvalidArgument(at + ": needs exactly one of text or field");
-    }
-    if (!rule.field.empty() && !IsDottedPath(rule.field)) {
-      return Bad(at + ".field", "must be a dotted field path (e.g. ping or params.type)",
-                 Quote(rule.field));
-    }
-    if (rule.equals && rule.field.empty()) {
-      return Status::InvalidArgument(at + ".equals: only with field, not with text");
-    }
-    if (rule.reply.empty()) return Status::InvalidArgument(at + ".reply: must be set");
+    if (Status st = CheckReplyRule(rule, at); !st.ok()) return st;
     out->push_back(std::move(rule));
   }
   return Status::OK();
@@ -922,6 +909,25 @@ std::string FormatValue(const Key& key, const Config& config) {
 }  // namespace
 
 EnvLookup ProcessEnv() { return ProcessEnvLookup(); }
+
+Status CheckReplyRule(const ReplyRule& rule, const std::string& at) {
+  if (rule.text.empty() == rule.field.empty()) {
+    return Status::InvalidArgument(at + ": needs exactly one of text or field");
+  }
+  if (!rule.field.empty() && !IsDottedPath(rule.field)) {
+    return Bad(at + ".field", "must be a dotted field path (e.g. ping or params.type)",
+               Quote(rule.field));
+  }
+  if (rule.equals && rule.field.empty()) {
+    return Status::InvalidArgument(at + ".equals: only with field, not with text");
+  }
+  if (rule.reply.empty()) return Status::InvalidArgument(at + ".reply: must be set");
+  return Status::OK();
+}
+
+bool IsSocketIoNamespace(const std::string& ns) {
+  return !ns.empty() && ns[0] == '/' && ns.find_first_of(",?# \t") == std::string::npos;
+}
 
 StatusOr<CommandLine> LoadConfig(int argc, const char* const* argv, const EnvLookup& env) {
   if (env.target<ProcessEnvLookup>() == nullptr) return Load(argc, argv, env, nullptr);

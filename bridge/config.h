@@ -70,6 +70,14 @@ struct ReplyRule {
   }
 };
 
+// What a rule must be, whoever builds it (the loader, FrameProtocol::Create): exactly one of text
+// and field, field a dotted path, equals only with field, a reply. Errors name `at`.fieldname,
+// `at` being e.g. "protocol.replies[2]".
+Status CheckReplyRule(const ReplyRule& rule, const std::string& at);
+
+// "/" or "/chat": no ',' (it ends the namespace in a packet), '?', '#' or blanks.
+bool IsSocketIoNamespace(const std::string& ns);
+
 struct ProtocolConfig {
   std::string seq_field = "seq";      // dotted path; "": none
   std::string topic_field = "topic";  // dotted path; "": all on topic ""

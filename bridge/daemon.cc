@@ -254,9 +254,9 @@ class DaemonImpl final : public Daemon {
  private:
   // (endpoint, role) of the three ZeroMQ endpoints.
   std::vector<std::pair<std::string, EndpointRole>> EndpointRoles() const {
-    return {{config_.zmq.pub, {"zmq.pub", "pub", 0}},
-            {config_.zmq.send, {"zmq.send", "send", kMaxSendRequestBytes}},
-            {config_.zmq.replay, {"zmq.replay", "replay", kMaxReplayRequestBytes}}};
+    return {{config_.zmq.pub, kPubEndpoint},
+            {config_.zmq.send, kSendEndpoint},
+            {config_.zmq.replay, kReplayEndpoint}};
   }
 
   // zmq.ipc_mode, zmq.ipc_group, zmq.allow_insecure and the CURVE secret key.

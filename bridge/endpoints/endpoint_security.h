@@ -46,6 +46,12 @@ struct EndpointRole {
   int64_t max_message_bytes = 0;
 };
 
+// The daemon's three endpoints. A SendRequest is bounded at 16 MiB (a bigger one is dropped by
+// ZeroMQ with the producer's connection); a valid ReplayRequest is a few dozen bytes.
+inline const EndpointRole kPubEndpoint{"zmq.pub", "pub", 0};
+inline const EndpointRole kSendEndpoint{"zmq.send", "send", 16 << 20};
+inline const EndpointRole kReplayEndpoint{"zmq.replay", "replay", 64 << 10};
+
 // Held while an ipc endpoint is bound (its lock file's descriptor); BindEndpoint returns none
 // (nullptr) for the other transports.
 class EndpointGuard {

@@ -27,7 +27,7 @@ Status Outbound::Bind() {
     router_.set(zmq::sockopt::sndhwm, kReplyQueue);
     router_.set(zmq::sockopt::router_mandatory, 1);
     auto guard = BindEndpoint(router_, options_.endpoint,
-                              {"zmq.send", "send", kMaxSendRequestBytes}, options_.security);
+                              kSendEndpoint, options_.security);
     if (!guard.ok()) return guard.status();
     guard_ = std::move(guard).value();
     bound_endpoint_ = router_.get(zmq::sockopt::last_endpoint);

@@ -75,10 +75,6 @@ struct OutboundOptions {
   EndpointSecurity security;  // ipc mode and group, CURVE (SPEC §10)
 };
 
-// The largest SendRequest the send endpoint reads (ZMQ_MAXMSGSIZE); a bigger one is dropped by
-// ZeroMQ with the producer's connection.
-constexpr int64_t kMaxSendRequestBytes = 16 << 20;
-
 class Outbound {
  public:
   Outbound(OutboundOptions options, zmq::context_t* ctx, Stats* stats);

@@ -131,7 +131,7 @@ Status ReplayEndpoint::Bind() {
     router_.set(zmq::sockopt::rcvhwm, 1000);
     router_.set(zmq::sockopt::linger, 0);
     auto guard = BindEndpoint(router_, options_.endpoint,
-                              {"zmq.replay", "replay", kMaxReplayRequestBytes}, options_.security);
+                              kReplayEndpoint, options_.security);
     if (!guard.ok()) return guard.status();
     guard_ = std::move(guard).value();
     bound_endpoint_ = router_.get(zmq::sockopt::last_endpoint);

@@ -88,10 +88,6 @@ struct ReplayEndpointOptions {
   EndpointSecurity security;  // ipc mode and group, CURVE (SPEC §10)
 };
 
-// The largest ReplayRequest the replay endpoint reads (ZMQ_MAXMSGSIZE): a few dozen bytes are
-// enough for any valid one.
-constexpr int64_t kMaxReplayRequestBytes = 64 << 10;
-
 // The zmq.replay ROUTER. A client (DEALER or REQ) sends [ReplayRequest] and gets [ReplayReply]
 // pages:
 //   DEALER  all pages of the request, one after another, streamed as the client reads them

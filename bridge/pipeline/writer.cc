@@ -48,8 +48,7 @@ Status Writer::Bind() {
   try {
     pub_.set(zmq::sockopt::sndhwm, options_.pub_hwm);
     pub_.set(zmq::sockopt::linger, 0);
-    auto guard = BindEndpoint(pub_, options_.pub_endpoint, {"zmq.pub", "pub", 0},
-                              options_.security);
+    auto guard = BindEndpoint(pub_, options_.pub_endpoint, kPubEndpoint, options_.security);
     if (!guard.ok()) return guard.status();
     pub_guard_ = std::move(guard).value();
     bound_endpoint_ = pub_.get(zmq::sockopt::last_endpoint);

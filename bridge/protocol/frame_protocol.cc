@@ -383,17 +383,7 @@ StatusOr<std::unique_ptr<FrameProtocol>> FrameProtocol::Create(FrameProtocolOpti
   for (size_t i = 0; i < options.replies.size(); ++i) {
     const ReplyRule& r = options.replies[i];
     const std::string at = "protocol.replies[" + std::to_string(i) + "]";
-    if (r.text.empty() == r.field.empty()) {
-      return Status::InvalidArgument(at + ": needs exactly one of text or field");
-    }
-    if (!r.field.empty() && !IsDottedPath(r.field)) {
-      return Status::InvalidArgument(at + ".field: must be a dotted field path (e.g. ping or "
-                                          "params.type), got \"" + r.field + "\"");
-    }
-    if (r.equals && r.field.empty()) {
-      return Status::InvalidArgument(at + ".equals: only with field, not with text");
-    }
-    if (r.reply.empty()) return Status::InvalidArgument(at + ".reply: must be set");
+    if (Status st = CheckReplyRule(r, at); !st.ok()) return st;
     if (engineio && Trim(r.reply).rfind('[', 0) != 0) {
       return Status::InvalidArgument(at + ".reply: " + kEngineIoPayloadError);
     }
@@ -410,7 +400,7 @@ StatusOr<std::unique_ptr<FrameProtocol>> FrameProtocol::Create(FrameProtocolOpti
   impl.need_json = impl.need_json || impl.inspector->active();
 
   const std::string& ns = options.socketio_namespace;
-  if (ns.empty() || ns[0] != '/' || ns.find(',') != std::string::npos) {
+  if (!IsSocketIoNamespace(ns)) {
     return Status::InvalidArgument(
         "protocol.socketio_namespace: must be a socket.io namespace such as / or /chat");
   }

@@ -31,7 +31,7 @@ bool Contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-const EndpointRole kPub{"zmq.pub", "pub", 0};
+const EndpointRole& kPub = kPubEndpoint;
 const EndpointRole kSend{"zmq.send", "send", 4096};
 
 // A group this process may give its files other than its own: as root "nogroup" or "daemon",
