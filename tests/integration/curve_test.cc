@@ -39,22 +39,8 @@ using namespace std::chrono_literals;
 
 std::string Url(int port) { return "ws://127.0.0.1:" + std::to_string(port) + "/feed"; }
 
-bool ExitedWith(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
-bool ExitedNonZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) != 0; }
 
-// The lines of `text` that contain `part`.
-std::vector<std::string> LinesWith(const std::string& text, const std::string& part) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (line.find(part) != std::string::npos) out.push_back(line);
-  }
-  return out;
-}
 
-size_t LineCount(const std::string& text) {
-  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
-}
 
 // What a finished client run left: its exit status, stdout and stderr.
 struct Ran {

@@ -7,6 +7,7 @@
 // Subscriber    a ZeroMQ SUB socket that decodes [topic][Envelope]
 // ReceiveUntilSeq  a subscriber's run up to a seq: when its first and last message arrived
 // ThreadsOf     the threads of a running process (id, name)
+// ExitedWith, ExitedNonZero, ExitedZero, LinesWith, LineCount  small checks on results
 //
 // Everything here is used from the test's main thread only.
 #pragma once
@@ -23,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -55,6 +57,26 @@ inline std::string Bin(const std::string& name) {
   std::string dir = BinDir();  // .../bridge; the tools live in ../tools
   if (name == "wsbridge") return dir + "/wsbridge";
   return dir + "/../tools/" + name;
+}
+
+// A waitpid() status: exited with `code`; exited with any code but 0; exited with 0.
+inline bool ExitedWith(int status, int code) {
+  return WIFEXITED(status) && WEXITSTATUS(status) == code;
+}
+inline bool ExitedNonZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) != 0; }
+inline bool ExitedZero(int status) { return ExitedWith(status, 0); }
+
+// The lines of `text` that contain `part`, and how many lines `text` has.
+inline std::vector<std::string> LinesWith(const std::string& text, const std::string& part) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(part) != std::string::npos) out.push_back(line);
+  }
+  return out;
+}
+inline size_t LineCount(const std::string& text) {
+  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
 }
 
 inline std::string ReadFileOrEmpty(const std::string& path) {

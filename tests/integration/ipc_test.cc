@@ -27,22 +27,8 @@ using namespace std::chrono_literals;
 
 std::string Url(int port) { return "ws://127.0.0.1:" + std::to_string(port) + "/feed"; }
 
-size_t LineCount(const std::string& text) {
-  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
-}
 
-// The lines of `text` that contain `part`.
-std::vector<std::string> LinesWith(const std::string& text, const std::string& part) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (line.find(part) != std::string::npos) out.push_back(line);
-  }
-  return out;
-}
 
-bool ExitedNonZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) != 0; }
-bool ExitedZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
 // Connects a plain unix stream socket to `path` (what a ZeroMQ ipc peer does first); prints
 // "connected" or the errno's name (EACCES, ECONNREFUSED, ...).

@@ -81,7 +81,6 @@ OsPortBridge StartOpsBridge(const std::string& dir, const std::string& url, cons
   return StartOsPortBridge(dir, url, db, flags, tag, env);
 }
 
-bool ExitedZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
 // ---- /healthz, /readyz ---------------------------------------------------------------------
 
