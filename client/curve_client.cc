@@ -100,37 +100,18 @@ StatusOr<CurveClientKeys> CurveClientKeys::Load(const std::string& server_key,
 
 StatusOr<HandshakeWatch> HandshakeWatch::Start(zmq::context_t& ctx, zmq::socket_t& socket,
                                                bool curve) {
-  static std::atomic<unsigned long> next_id{0};
-  const std::string address =
-      "inproc://wsbridge-handshake-watch-" + std::to_string(next_id.fetch_add(1));
   const int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                      ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
-  if (zmq_socket_monitor(socket.handle(), address.c_str(), events) != 0) {
-    return Status::Unavailable(std::string("cannot monitor a socket: ") + zmq_strerror(errno));
-  }
-  try {
-    zmq::socket_t reader(ctx, zmq::socket_type::pair);
-    reader.set(zmq::sockopt::linger, 0);
-    reader.connect(address);
-    return HandshakeWatch(std::move(reader), curve);
-  } catch (const zmq::error_t& e) {
-    return Status::Unavailable(std::string("cannot monitor a socket: ") + e.what());
-  }
+  auto reader = MonitorSocket(ctx, socket, events);
+  if (!reader.ok()) return reader.status();
+  return HandshakeWatch(std::move(reader).value(), curve);
 }
 
 Status HandshakeWatch::Check() {
   while (refused_.ok()) {
-    std::vector<zmq::message_t> frames;
-    if (!zmq::recv_multipart(reader_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-      break;
-    }
-    // Event frame: uint16 event, uint32 value (native byte order); then the peer's address.
-    if (frames.size() != 2 || frames[0].size() != 6) continue;
-    uint16_t event;
-    uint32_t value;
-    std::memcpy(&event, frames[0].data(), sizeof event);
-    std::memcpy(&value, frames[0].data<char>() + sizeof event, sizeof value);
-    OnEvent(event, value, frames[1].to_string());
+    std::optional<MonitorEvent> e = NextMonitorEvent(reader_);
+    if (!e) break;
+    OnEvent(e->event, e->value, e->address);
   }
   return refused_;
 }

@@ -6,9 +6,12 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <zmq_addon.hpp>
 
 #include "common/text.h"
 
@@ -236,6 +239,39 @@ StatusOr<AuthorizedKeys> ReadAuthorizedKeysFile(const std::string& path) {
   auto content = ReadKeyFile(path, kAuthorizedKeysKey, /*must_be_private=*/false);
   if (!content.ok()) return content.status();
   return ParseAuthorizedKeys(*content, path);
+}
+
+StatusOr<zmq::socket_t> MonitorSocket(zmq::context_t& context, zmq::socket_t& socket,
+                                      int events) {
+  static std::atomic<unsigned long> next{0};
+  const std::string address = "inproc://wsbridge.monitor." + std::to_string(next.fetch_add(1));
+  if (zmq_socket_monitor(socket.handle(), address.c_str(), events) != 0) {
+    return Status::Unavailable(std::string("cannot monitor a socket: ") + zmq_strerror(zmq_errno()));
+  }
+  try {
+    zmq::socket_t reader(context, zmq::socket_type::pair);
+    reader.set(zmq::sockopt::linger, 0);
+    reader.connect(address);
+    return reader;
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable(std::string("cannot monitor a socket: ") + e.what());
+  }
+}
+
+std::optional<MonitorEvent> NextMonitorEvent(zmq::socket_t& monitor) {
+  for (;;) {
+    std::vector<zmq::message_t> frames;
+    if (!zmq::recv_multipart(monitor, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+      return std::nullopt;
+    }
+    // [uint16 event, uint32 value] (native byte order), then the address.
+    if (frames.size() != 2 || frames[0].size() != 6) continue;
+    MonitorEvent e;
+    std::memcpy(&e.event, frames[0].data(), sizeof e.event);
+    std::memcpy(&e.value, frames[0].data<char>() + sizeof e.event, sizeof e.value);
+    e.address = frames[1].to_string();
+    return e;
+  }
 }
 
 }  // namespace wsbridge

@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include <zmq.hpp>
+
 #include "common/status.h"
 
 namespace wsbridge {
@@ -92,5 +94,25 @@ StatusOr<AuthorizedKeys> ParseAuthorizedKeys(std::string_view text, const std::s
 
 // Reads and parses the file (at start and on every SIGHUP reload).
 StatusOr<AuthorizedKeys> ReadAuthorizedKeysFile(const std::string& path);
+
+// ---- Watching CURVE handshakes (socket monitors), for the ZAP handler and the client tools.
+
+// One socket-monitor event: ZMQ_EVENT_*, its value (e.g. a ZMQ_PROTOCOL_ERROR_*), the peer or
+// endpoint address it is about.
+struct MonitorEvent {
+  uint16_t event = 0;
+  uint32_t value = 0;
+  std::string address;
+};
+
+// zmq_socket_monitor() of `events` on `socket`, and the PAIR socket on `context` that receives
+// them (each call its own inproc address). Call it on the socket's owner thread, before the
+// socket binds or connects.
+StatusOr<zmq::socket_t> MonitorSocket(zmq::context_t& context, zmq::socket_t& socket,
+                                      int events);
+
+// The next event waiting on a monitor's PAIR socket, without blocking; nullopt when there is
+// none (a message that is not a monitor event is skipped).
+std::optional<MonitorEvent> NextMonitorEvent(zmq::socket_t& monitor);
 
 }  // namespace wsbridge

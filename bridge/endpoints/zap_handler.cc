@@ -138,32 +138,19 @@ Status ZapHandler::WatchHandshakes(zmq::socket_t& endpoint_socket, const std::st
     return Status::InvalidArgument("authentication handler: unknown ZAP domain \"" + zap_domain +
                                    "\" (pub, send or replay)");
   }
-  std::string address;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    address = "inproc://wsbridge.handshake-monitor." +
-              std::to_string(reinterpret_cast<uintptr_t>(this)) + "." + zap_domain + "." +
-              std::to_string(++monitor_count_);
-  }
   // NO_DETAIL too: a plain client that sees the mechanism mismatch first hangs up before its
   // greeting arrives, and that is all this side sees (a bare TCP probe counts as well).
-  if (zmq_socket_monitor(endpoint_socket.handle(), address.c_str(),
-                         ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                             ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
-    return Status::Unavailable("authentication handler: cannot monitor the " + zap_domain +
-                               " endpoint: " + zmq_strerror(zmq_errno()));
+  auto reader = MonitorSocket(*context_, endpoint_socket,
+                              ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
+  if (!reader.ok()) {
+    return Status::Unavailable("authentication handler: the " + zap_domain + " endpoint: " +
+                               reader.status().message());
   }
   auto monitor = std::make_unique<Monitor>();
   monitor->endpoint = *endpoint;
   monitor->domain = zap_domain;
-  try {
-    monitor->reader = zmq::socket_t(*context_, zmq::socket_type::pair);
-    monitor->reader.set(zmq::sockopt::linger, 0);
-    monitor->reader.connect(address);
-  } catch (const zmq::error_t& e) {
-    return Status::Unavailable("authentication handler: cannot monitor the " + zap_domain +
-                               " endpoint: " + e.what());
-  }
+  monitor->reader = std::move(reader).value();
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_monitors_.push_back(std::move(monitor));
@@ -310,20 +297,12 @@ void ZapHandler::Answer(const std::vector<zmq::message_t>& frames) {
 }
 
 void ZapHandler::OnMonitorEvent(Monitor& monitor) {
-  std::vector<zmq::message_t> frames;
-  if (!zmq::recv_multipart(monitor.reader, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
+  const std::optional<MonitorEvent> e = NextMonitorEvent(monitor.reader);
+  if (!e || (e->event != ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+             e->event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)) {
     return;
   }
-  // Event frame: uint16 event, uint32 value (native byte order); then the endpoint's address.
-  if (frames.empty() || frames[0].size() != 6) return;
-  uint16_t event;
-  uint32_t value;
-  std::memcpy(&event, frames[0].data(), sizeof event);
-  std::memcpy(&value, frames[0].data<char>() + sizeof event, sizeof value);
-  if (event != ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
-      event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-    return;
-  }
+  const uint32_t value = e->value;
   Refuse(static_cast<int>(monitor.endpoint), monitor.domain + "/handshake",
          "zmq." + monitor.domain +
              ": refused a client in the CURVE handshake: " + ProtocolErrorText(value));

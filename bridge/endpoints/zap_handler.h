@@ -108,10 +108,9 @@ class ZapHandler {
   std::atomic<int> command_{kRun};
   std::atomic<bool> running_{false};
 
-  std::mutex mu_;  // guards keys_, pending_monitors_, monitor_count_
+  std::mutex mu_;  // guards keys_, pending_monitors_
   std::shared_ptr<const AuthorizedKeys> keys_;
   std::vector<std::unique_ptr<Monitor>> pending_monitors_;  // handed to the thread on wake
-  int monitor_count_ = 0;
 
   // The handler thread's own.
   std::vector<std::unique_ptr<Monitor>> monitors_;
