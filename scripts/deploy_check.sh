@@ -2,13 +2,15 @@
 # make deploy-check: runs the image for real (after `make image`) and checks the deployment.
 #
 # Starts the reference upstream, the bridge and a tail from the image, all with --network host on
-# fixed high ports chosen now (free ones, outside the ephemeral range), through deploy/compose.yaml
+# fixed high ports chosen now (free ones, outside the ephemeral range), the bridge's ZeroMQ
+# endpoints as ipc:// socket files on a volume shared with the tail, through deploy/compose.yaml
 # when a compose tool is installed (`docker compose` or `docker-compose`) and through the
 # equivalent `docker run`s otherwise. Then it checks that
 #   - the containerised bridge becomes ready: /readyz answers 200 (when the daemon serves HTTP at
 #     all, i.e. /healthz answers; a daemon without the HTTP endpoints yet is taken as ready when
 #     messages reach the tail, and that is said loudly),
-#   - messages reach the tail, as JSON lines with contiguous seq,
+#   - messages reach the tail over the ipc socket, as JSON lines with contiguous seq,
+#   - the socket files are the bridge user's, mode 0660, in a directory others cannot enter,
 #   - every process of the bridge's container runs as a non-root user, and the database is on the
 #     volume,
 #   - the image's HEALTHCHECK turns healthy (when HTTP is served),
@@ -16,7 +18,7 @@
 # prints the image size and the time to ready, and tears everything down, on failure too.
 #
 # Environment: IMAGE (wsbridge:dev), DEPLOY_CHECK_MODE (auto: compose when installed, else run |
-# compose: installs Debian's docker-compose when missing | run), DEPLOY_CHECK_PORTS (five ports),
+# compose: installs Debian's docker-compose when missing | run), DEPLOY_CHECK_PORTS (two ports),
 # DEPLOY_CHECK_TIMEOUT (seconds to wait for ready, 120), DEPLOY_CHECK_MESSAGES (20),
 # DEPLOY_CHECK_KEEP=1 (leave the stack running for a look; remove it with the printed command).
 set -euo pipefail
@@ -39,13 +41,13 @@ elapsed() { "$PY" -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1
 docker info >/dev/null 2>&1 || fail "the Docker engine does not answer: run 'make image' first (it starts dockerd)"
 docker image inspect "$IMAGE" >/dev/null 2>&1 || fail "no image $IMAGE: run 'make image' first"
 
-# --- Ports: five free ones, fixed for this run, in 20000-32000 (below the ephemeral range, so
-# that no outgoing connection takes one meanwhile).
-# DEPLOY_CHECK_PORTS="UPSTREAM PUB SEND REPLAY HTTP" fixes them instead.
-read -r UPSTREAM_PORT PUB_PORT SEND_PORT REPLAY_PORT HTTP_PORT < <([ -n "${DEPLOY_CHECK_PORTS:-}" ] && echo "$DEPLOY_CHECK_PORTS" || "$PY" - <<'EOF'
+# --- Ports: two free ones, fixed for this run, in 20000-32000 (below the ephemeral range, so
+# that no outgoing connection takes one meanwhile). The ZeroMQ endpoints are socket files.
+# DEPLOY_CHECK_PORTS="UPSTREAM HTTP" fixes them instead.
+read -r UPSTREAM_PORT HTTP_PORT < <([ -n "${DEPLOY_CHECK_PORTS:-}" ] && echo "$DEPLOY_CHECK_PORTS" || "$PY" - <<'EOF'
 import random, socket
 ports = []
-while len(ports) < 5:
+while len(ports) < 2:
     p = random.randint(20000, 32000)
     if p in ports:
         continue
@@ -58,7 +60,7 @@ while len(ports) < 5:
 print(*ports)
 EOF
 )
-say "ports: upstream $UPSTREAM_PORT, pub $PUB_PORT, send $SEND_PORT, replay $REPLAY_PORT, http $HTTP_PORT"
+say "ports: upstream $UPSTREAM_PORT, http $HTTP_PORT; ZeroMQ on ipc:///run/wsbridge/{pub,send,replay}.sock"
 
 # --- Compose or docker run ---------------------------------------------------------------------
 COMPOSE=()
@@ -72,8 +74,7 @@ if [ "$MODE" != run ]; then
     COMPOSE=(docker-compose)
   fi
 fi
-export WSB_IMAGE=$IMAGE WSB_UPSTREAM_PORT=$UPSTREAM_PORT WSB_PUB_PORT=$PUB_PORT \
-  WSB_SEND_PORT=$SEND_PORT WSB_REPLAY_PORT=$REPLAY_PORT WSB_HTTP_PORT=$HTTP_PORT WSB_RATE=20
+export WSB_IMAGE=$IMAGE WSB_UPSTREAM_PORT=$UPSTREAM_PORT WSB_HTTP_PORT=$HTTP_PORT WSB_RATE=20
 compose() { "${COMPOSE[@]}" -f "$ROOT/deploy/compose.yaml" -p "$PROJECT" "$@"; }
 
 cid() {  # cid SERVICE: the container id
@@ -94,7 +95,7 @@ teardown() {
   fi
   if [ "${DEPLOY_CHECK_KEEP:-0}" = 1 ]; then
     if [ ${#COMPOSE[@]} -gt 0 ]; then say "kept; remove with: ${COMPOSE[*]} -f deploy/compose.yaml -p $PROJECT down -v"
-    else say "kept; remove with: docker rm -f -v $PROJECT-upstream $PROJECT-bridge $PROJECT-tail; docker volume rm $PROJECT-data"; fi
+    else say "kept; remove with: docker rm -f -v $PROJECT-upstream $PROJECT-bridge $PROJECT-tail; docker volume rm $PROJECT-data $PROJECT-ipc"; fi
     exit "$rc"
   fi
   say "tearing down"
@@ -102,7 +103,7 @@ teardown() {
     compose down -v --remove-orphans -t 20 >/dev/null 2>&1 || true
   else
     docker rm -f -v "$PROJECT-upstream" "$PROJECT-bridge" "$PROJECT-tail" >/dev/null 2>&1 || true
-    docker volume rm "$PROJECT-data" >/dev/null 2>&1 || true
+    docker volume rm "$PROJECT-data" "$PROJECT-ipc" >/dev/null 2>&1 || true
   fi
   exit "$rc"
 }
@@ -118,18 +119,22 @@ else
   common=(--network host --init --read-only --tmpfs /tmp --cap-drop ALL
           --security-opt no-new-privileges:true --label "wsbridge.check=$PROJECT")
   docker volume create "$PROJECT-data" >/dev/null
+  docker volume create "$PROJECT-ipc" >/dev/null
   docker run -d --name "$PROJECT-upstream" "${common[@]}" --no-healthcheck "$IMAGE" \
     wsbridge-upstream --port="$UPSTREAM_PORT" --rate=20 --topics=ticks,trades --history=100000 >/dev/null
   docker run -d --name "$PROJECT-bridge" "${common[@]}" -v "$PROJECT-data:/var/lib/wsbridge" \
+    -v "$PROJECT-ipc:/run/wsbridge" \
     -e WSBRIDGE_UPSTREAM_URL="ws://127.0.0.1:$UPSTREAM_PORT/feed" \
-    -e WSBRIDGE_ZMQ_PUB="tcp://127.0.0.1:$PUB_PORT" \
-    -e WSBRIDGE_ZMQ_SEND="tcp://127.0.0.1:$SEND_PORT" \
-    -e WSBRIDGE_ZMQ_REPLAY="tcp://127.0.0.1:$REPLAY_PORT" \
+    -e WSBRIDGE_ZMQ_PUB=ipc:///run/wsbridge/pub.sock \
+    -e WSBRIDGE_ZMQ_SEND=ipc:///run/wsbridge/send.sock \
+    -e WSBRIDGE_ZMQ_REPLAY=ipc:///run/wsbridge/replay.sock \
+    -e WSBRIDGE_ZMQ_IPC_MODE=0660 \
     -e WSBRIDGE_HTTP_LISTEN="127.0.0.1:$HTTP_PORT" \
     -e WSBRIDGE_LOG_FORMAT=json \
     "$IMAGE" wsbridge >/dev/null
-  docker run -d --name "$PROJECT-tail" "${common[@]}" --no-healthcheck "$IMAGE" \
-    wsbridge-tail --endpoint="tcp://127.0.0.1:$PUB_PORT" >/dev/null
+  docker run -d --name "$PROJECT-tail" "${common[@]}" --no-healthcheck \
+    -v "$PROJECT-ipc:/run/wsbridge" "$IMAGE" \
+    wsbridge-tail --endpoint=ipc:///run/wsbridge/pub.sock >/dev/null
 fi
 BRIDGE=$(cid bridge); TAIL=$(cid tail); UPSTREAM=$(cid upstream)
 [ -n "$BRIDGE" ] && [ -n "$TAIL" ] && [ -n "$UPSTREAM" ] || fail "the three containers did not all start"
@@ -218,6 +223,13 @@ db=$(docker exec "$BRIDGE" stat -c '%n owner=%u mode=%a size=%s' /var/lib/wsbrid
 mount_src=$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/var/lib/wsbridge"}}{{.Type}}:{{.Name}}{{end}}{{end}}' "$BRIDGE")
 [ -n "$mount_src" ] || fail "/var/lib/wsbridge is not a volume"
 say "ok: database $db on $mount_src"
+socks=$(docker exec "$BRIDGE" stat -c '%n type=%F owner=%u mode=%a' /run/wsbridge /run/wsbridge/pub.sock \
+  /run/wsbridge/send.sock /run/wsbridge/replay.sock 2>&1) || fail "the socket files are not all there: $socks"
+grep -q "^/run/wsbridge type=directory owner=$exec_uid mode=750$" <<<"$socks" ||
+  fail "/run/wsbridge is not the bridge user's with mode 0750: $socks"
+[ "$(grep -c "type=socket owner=$exec_uid mode=660$" <<<"$socks")" = 3 ] ||
+  fail "the socket files are not the bridge user's with mode 0660: $socks"
+say "ok: ipc endpoints: $(tr '\n' ';' <<<"$socks" | sed 's/;$//; s/;/; /g')"
 case "$db" in *"mode=600 "*) ;; *) say "WARNING: the database file is not mode 0600 (G8)";; esac
 
 # --- Health check, metrics ---------------------------------------------------------------------

@@ -52,6 +52,12 @@ check(any(str(v).startswith("wsbridge-data:/var/lib/wsbridge") for v in b.get("v
 check("wsbridge-data" in (c.get("volumes") or {}), "compose: volume wsbridge-data declared")
 env = b.get("environment", {})
 check(all(k.startswith("WSBRIDGE_") for k in env), "compose: bridge environment")
+# The ipc endpoints: the socket files' volume mounted by the bridge and its client alike.
+for name in ("bridge", "tail"):
+    check("wsbridge-ipc:/run/wsbridge" in svcs.get(name, {}).get("volumes", []),
+          f"compose: {name}: the volume wsbridge-ipc on /run/wsbridge")
+check(all(str(env.get(f"WSBRIDGE_ZMQ_{k}", "")).startswith("ipc:///run/wsbridge/")
+          for k in ("PUB", "SEND", "REPLAY")), "compose: bridge: ipc endpoints on /run/wsbridge")
 print(f"deploy-lint: ok: deploy/compose.yaml parses: services {sorted(svcs)}")
 
 # kubernetes
@@ -74,17 +80,24 @@ if bridge:
     w = bridge[0]
     check(w.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", "k8s: liveness on /healthz")
     check(w.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", "k8s: readiness on /readyz")
-    check("--config" in w.get("command", []) + w.get("args", []), "k8s: --config")
+    check("--config" in " ".join(w.get("command", []) + w.get("args", [])), "k8s: --config")
     mounts = {m["name"]: m["mountPath"] for m in w.get("volumeMounts", [])}
     check(mounts.get("wsbridge-data") == "/var/lib/wsbridge", "k8s: database volume")
     check("configMap" in vols.get("wsbridge-config", {}), "k8s: config from the ConfigMap")
     check("secret" in vols.get("wsbridge-token", {}), "k8s: token from the Secret")
+    # The ipc endpoints: one emptyDir on /run/wsbridge in the sidecar and the application.
+    check("emptyDir" in vols.get("wsbridge-ipc", {}), "k8s: the socket files' emptyDir")
+    for x in ctrs:
+        m = {v["name"]: v["mountPath"] for v in x.get("volumeMounts", [])}
+        check(m.get("wsbridge-ipc") == "/run/wsbridge", f"k8s: {x['name']}: wsbridge-ipc on /run/wsbridge")
 check(pod.get("securityContext", {}).get("runAsNonRoot") is True, "k8s: runAsNonRoot")
 cm = kinds.get("ConfigMap", {}).get("data", {}).get("wsbridge.toml", "")
 try:
     t = tomllib.loads(cm)
     check("file:" in json.dumps(t.get("upstream", {}).get("headers", {})) or "${" in cm,
           "k8s: the token is referenced from the ConfigMap's headers")
+    check(all(t.get("zmq", {}).get(k, "").startswith("ipc:///run/wsbridge/sockets/")
+              for k in ("pub", "send", "replay")), "k8s: ipc endpoints in the shared emptyDir")
 except tomllib.TOMLDecodeError as e:
     fails.append(f"k8s: the ConfigMap's wsbridge.toml: {e}")
 open(sys.argv[1], "w").write(cm)
@@ -165,6 +178,11 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   out=$(cd "$dir" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify ./wsbridge.service 2>&1) && [ -z "$out" ] &&
     say "ok: systemd-analyze verify deploy/systemd/wsbridge.service: no warning" ||
     bad "systemd-analyze verify: ${out:-exit status}"
+  # The drop-in, merged into the unit as systemd would (its lines appended to [Service]).
+  cat "$dir/wsbridge.service" deploy/systemd/remote-consumers.conf >"$dir/wsbridge-remote.service"
+  out=$(cd "$dir" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify ./wsbridge-remote.service 2>&1) && [ -z "$out" ] &&
+    say "ok: systemd-analyze verify with deploy/systemd/remote-consumers.conf: no warning" ||
+    bad "systemd-analyze verify with remote-consumers.conf: ${out:-exit status}"
   exposure=$(systemd-analyze security --offline=yes "$dir/wsbridge.service" 2>/dev/null |
     sed -n 's/.*Overall exposure level for [^:]*: *//p' | tr -d '\n' || true)
   [ -n "$exposure" ] && say "    systemd-analyze security --offline: exposure $exposure"

@@ -9,6 +9,11 @@
 //                                       keeps serving
 //   WorldWritableDirectoryRefused       the daemon does not start
 //   StaleSocketsOfAKilledDaemonReplaced the next start after SIGKILL serves on the same paths
+//   RoleDirectoriesSplitReadersFromSenders
+//                                       deploy/'s layout: PUB and replay in one setgid directory
+//                                       of a readers' group, send in one of a senders' group,
+//                                       zmq.ipc_group unset: each socket file takes its
+//                                       directory's group, so readers cannot send nor senders read
 //
 // Needs root (to become nobody); skipped otherwise. The test's main thread only.
 #include <grp.h>
@@ -27,9 +32,6 @@ using namespace std::chrono_literals;
 
 std::string Url(int port) { return "ws://127.0.0.1:" + std::to_string(port) + "/feed"; }
 
-
-
-
 // Connects a plain unix stream socket to `path` (what a ZeroMQ ipc peer does first); prints
 // "connected" or the errno's name (EACCES, ECONNREFUSED, ...).
 const char* kConnectScript = R"(
@@ -41,6 +43,11 @@ try:
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
 )";
+
+// The socket files' names in the test's socket directory: PUB, send and replay.
+struct Names {
+  std::string pub = "pub.sock", send = "send.sock", replay = "replay.sock";
+};
 
 class IpcTest : public ::testing::Test {
  protected:
@@ -72,13 +79,13 @@ class IpcTest : public ::testing::Test {
 
   // The daemon on the three ipc endpoints.
   Daemon StartDaemon(const std::string& tag, const std::vector<std::string>& flags,
-                     const std::string& db = "journal.db") {
+                     const std::string& db = "journal.db", const Names& names = {}) {
     std::vector<std::string> argv = {Bin("wsbridge"),
                                      "--upstream=" + Url(port_),
                                      "--db=" + dir_.File(db),
-                                     "--pub=" + Ipc("pub.sock"),
-                                     "--send=" + Ipc("send.sock"),
-                                     "--replay=" + Ipc("replay.sock"),
+                                     "--pub=" + Ipc(names.pub),
+                                     "--send=" + Ipc(names.send),
+                                     "--replay=" + Ipc(names.replay),
                                      "--set=http.listen=",
                                      "--log-level=debug"};
     argv.insert(argv.end(), flags.begin(), flags.end());
@@ -112,12 +119,12 @@ class IpcTest : public ::testing::Test {
     return Trim(out);
   }
 
-  std::vector<std::string> Tail(uint64_t count) const {
-    return {Bin("wsbridge-tail"), "--endpoint=" + Ipc("pub.sock"),
-            "--count=" + std::to_string(count)};
+  std::vector<std::string> Tail(uint64_t count, const std::string& name = "pub.sock") const {
+    return {Bin("wsbridge-tail"), "--endpoint=" + Ipc(name), "--count=" + std::to_string(count)};
   }
-  std::vector<std::string> Send(const std::string& id) const {
-    return {Bin("wsbridge-send"), "--endpoint=" + Ipc("send.sock"), "--timeout-ms=3000",
+  std::vector<std::string> Send(const std::string& id,
+                                const std::string& name = "send.sock") const {
+    return {Bin("wsbridge-send"), "--endpoint=" + Ipc(name), "--timeout-ms=3000",
             "--id=" + id, "{\"id\":\"" + id + "\"}"};
   }
 
@@ -260,6 +267,49 @@ TEST_F(IpcTest, StaleSocketsOfAKilledDaemonReplaced) {
   EXPECT_EQ(LineCount(out), 3u) << out;
   status = Run(Send("after-restart"), "send", &out);
   EXPECT_TRUE(ExitedZero(status)) << status << " " << out;
+}
+
+TEST_F(IpcTest, RoleDirectoriesSplitReadersFromSenders) {
+  // What deploy/systemd/wsbridge.service sets up: a directory per role, setgid, of that role's
+  // group, mode 2750. Here "daemon" stands for the readers' group and "bin" for the senders'.
+  struct group* bin = ::getgrnam("bin");
+  ASSERT_NE(bin, nullptr) << "no group \"bin\"";
+  const gid_t readers = daemon_gid_, senders = bin->gr_gid;
+  for (const auto& [name, gid] : {std::pair<std::string, gid_t>{"subscribe", readers},
+                                  std::pair<std::string, gid_t>{"send", senders}}) {
+    ASSERT_EQ(::mkdir(Path(name).c_str(), 0700), 0);
+    ASSERT_EQ(::chown(Path(name).c_str(), 0, gid), 0);
+    ASSERT_EQ(::chmod(Path(name).c_str(), 02750), 0);
+  }
+  Names names{"subscribe/pub.sock", "send/send.sock", "subscribe/replay.sock"};
+  Daemon bridge = StartDaemon("bridge", {"--set=zmq.ipc_mode=0660"}, "journal.db", names);
+  ASSERT_TRUE(bridge.up) << bridge.child.Stderr();
+  for (const auto& [name, gid] : {std::pair{names.pub, readers}, std::pair{names.send, senders},
+                                  std::pair{names.replay, readers}}) {
+    SCOPED_TRACE(name);
+    struct stat st {};
+    ASSERT_EQ(::lstat(Path(name).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0660u);
+    EXPECT_EQ(st.st_gid, gid);
+  }
+  const std::string reader = std::to_string(readers), sender = std::to_string(senders);
+  EXPECT_EQ(Answer(AsNobody(Connect(Path(names.pub)), reader)), "connected");
+  EXPECT_EQ(Answer(AsNobody(Connect(Path(names.replay)), reader)), "connected");
+  EXPECT_EQ(Answer(AsNobody(Connect(Path(names.send)), reader)), "EACCES");
+  EXPECT_EQ(Answer(AsNobody(Connect(Path(names.send)), sender)), "connected");
+  EXPECT_EQ(Answer(AsNobody(Connect(Path(names.pub)), sender)), "EACCES");
+  EXPECT_EQ(Answer(AsNobody(Connect(Path(names.pub)))), "EACCES");
+
+  std::string out;
+  int status = Run(AsNobody(Tail(5, names.pub), reader), "reader-tail", &out);
+  EXPECT_TRUE(ExitedZero(status)) << status;
+  EXPECT_EQ(LineCount(out), 5u) << out;
+  status = Run(AsNobody(Send("from-sender", names.send), sender), "sender-send", &out);
+  EXPECT_TRUE(ExitedZero(status)) << status << " " << out;
+  EXPECT_NE(out.find("ACCEPTED"), std::string::npos) << out;
+  status = Run(AsNobody(Send("from-reader", names.send), reader), "reader-send", &out);
+  EXPECT_TRUE(ExitedNonZero(status)) << status << " " << out;
+  EXPECT_EQ(out.find("ACCEPTED"), std::string::npos) << out;
 }
 
 }  // namespace
