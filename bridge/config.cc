@@ -225,6 +225,32 @@ const char* CheckListen(const std::string& v) {
   return std::stoi(v.substr(colon + 1)) > 65535 ? bad : nullptr;
 }
 
+const char* CheckNatsUrl(const std::string& v) {
+  const bool scheme = v.rfind("nats://", 0) == 0 || v.rfind("tls://", 0) == 0;
+  if (!scheme || v.size() <= v.find("://") + 3) {
+    return "must be a NATS server URL such as nats://127.0.0.1:4222 or tls://host:4222";
+  }
+  return nullptr;
+}
+
+// JetStream's rules: a stream name has no blanks, '.', '*', '>', '/' or '\\'.
+const char* CheckStreamName(const std::string& v) {
+  if (v.empty() || v.find_first_of(" \t\r\n.*>/\\") != std::string::npos) {
+    return "must be a JetStream stream name (no blanks, '.', '*', '>', '/' or '\\')";
+  }
+  return nullptr;
+}
+
+// A NATS subject of literal tokens: a.b.c, no empty token, blank or wildcard.
+const char* CheckSubjectPrefix(const std::string& v) {
+  const char* bad = "must be a NATS subject of literal tokens such as wsbridge or feeds.eu";
+  if (v.empty() || v.front() == '.' || v.back() == '.' || v.find("..") != std::string::npos ||
+      v.find_first_of(" \t\r\n*>") != std::string::npos) {
+    return bad;
+  }
+  return nullptr;
+}
+
 // ---- The key table
 
 // A typed pointer to the Config member a key sets; its type decides how values are read.
@@ -334,6 +360,18 @@ const std::vector<Key>& Keys() {
       WSB_KEY(zmq.allow_insecure),
       WSB_KEY(zmq.curve.secret_key_file),
       WSB_KEY(zmq.curve.authorized_keys_file),
+      WSB_KEY(sink.jetstream.servers).Check(CheckNatsUrl).Url(),
+      WSB_KEY(sink.jetstream.stream).Check(CheckStreamName),
+      WSB_KEY(sink.jetstream.subject_prefix).Check(CheckSubjectPrefix),
+      WSB_KEY(sink.jetstream.create_stream),
+      WSB_KEY(sink.jetstream.replicas).Range(1, 5),
+      WSB_KEY(sink.jetstream.user),
+      WSB_KEY(sink.jetstream.password).Secret(),
+      WSB_KEY(sink.jetstream.token).Secret(),
+      WSB_KEY(sink.jetstream.credentials_file),
+      WSB_KEY(sink.jetstream.max_pending).Range(1, 1000000),
+      WSB_KEY(sink.jetstream.required),
+      WSB_KEY(sink.jetstream.tls.ca_file),
       WSB_KEY(http.listen).Check(CheckListen),
       WSB_KEY(log.level).OneOf({"trace", "debug", "info", "warn", "error", "off"}),
       WSB_KEY(log.format).OneOf({"text", "json"}),
@@ -540,6 +578,11 @@ Status Loader::Read(const Key& key, const toml::node& node, std::vector<std::str
     if (!v) return Bad(name, "must be a string", Describe((*array)[i]));
     Status s = Expand(name, &*v);
     if (!s.ok()) return s;
+    if (key.check != nullptr) {
+      if (const char* problem = key.check(*v)) {
+        return Bad(name, problem, Quote(key.url ? RedactUrl(*v) : *v));
+      }
+    }
     out->push_back(std::move(*v));
   }
   return Status::OK();
@@ -895,7 +938,7 @@ std::string FormatValue(const Key& key, const Config& config) {
             if constexpr (std::is_same_v<T, std::vector<int>>) {
               out << (*member)[i];
             } else {
-              out << Quote((*member)[i]);
+              out << Quote(key.url ? RedactUrl((*member)[i]) : (*member)[i]);
             }
           }
           out << "]";

@@ -121,6 +121,31 @@ struct ZmqConfig {
   CurveConfig curve;
 };
 
+// The JetStream sink (SPEC §11): the journal copied into a NATS JetStream stream, exactly once.
+// Off while `servers` is empty.
+struct JetStreamTlsConfig {
+  std::string ca_file;  // CA bundle (PEM) for tls:// servers; "": the system store
+};
+
+struct JetStreamConfig {
+  std::vector<std::string> servers;  // nats://host:port or tls://host:port
+  std::string stream = "WSBRIDGE";
+  std::string subject_prefix = "wsbridge";  // rows go to <prefix>.<topic>
+  bool create_stream = true;                // with subjects <prefix>.> and `replicas`
+  int64_t replicas = 1;
+  std::string user;
+  std::string password;  // secrets: ${ENV} at load, ${file:} at every connection attempt
+  std::string token;
+  std::string credentials_file;  // a NATS .creds file (JWT + nkey seed)
+  JetStreamTlsConfig tls;
+  int64_t max_pending = 4096;  // publishes in flight without an ack
+  bool required = false;       // /readyz is 503 while the sink is down
+};
+
+struct SinkConfig {
+  JetStreamConfig jetstream;
+};
+
 struct HttpConfig {
   std::string listen = "127.0.0.1:9108";  // "": off
 };
@@ -138,6 +163,7 @@ struct Config {
   StorageConfig storage;
   JournalConfig journal;
   ZmqConfig zmq;
+  SinkConfig sink;
   HttpConfig http;
   LogConfig log;
 

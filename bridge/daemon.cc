@@ -16,6 +16,7 @@
 #include "bridge/endpoints/endpoint_security.h"
 #include "bridge/endpoints/http_server.h"
 #include "bridge/endpoints/replay_endpoint.h"
+#include "bridge/sink/jetstream_sink.h"
 #include "bridge/endpoints/zap_handler.h"
 #include "bridge/link/upstream.h"
 #include "bridge/pipeline/inbound_queue.h"
@@ -167,6 +168,20 @@ class DaemonImpl final : public Daemon {
     if (Status s = replay_->Bind(); !s.ok()) return s;
     spdlog::info("zmq: replay on {}", replay_->endpoint());
 
+    // The JetStream sink (SPEC §11), when configured: its own read-only connection too. The
+    // writer tells it about new rows and keeps undelivered ones against the age bound.
+    if (!config_.sink.jetstream.servers.empty()) {
+      JetStreamSinkOptions so;
+      so.config = config_.sink.jetstream;
+      so.db_path = config_.storage.path;
+      so.base_delay_ms = config_.reconnect.base_delay_ms;
+      so.max_delay_ms = config_.reconnect.max_delay_ms;
+      so.jitter = config_.reconnect.jitter;
+      sink_ = std::make_unique<JetStreamSink>(so, &stats_);
+      writer_->set_on_journaled([s = sink_.get()](uint64_t last) { s->NotifyJournaled(last); });
+      writer_->set_age_hold(sink_->age_hold());
+    }
+
     if (!config_.http.listen.empty()) {
       auto http = HttpServer::Create(config_.http.listen, &stats_);
       if (!http.ok()) return http.status();
@@ -190,6 +205,14 @@ class DaemonImpl final : public Daemon {
     sigaddset(&set, SIGUSR2);  // tests: stop the CURVE authentication handler
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
+    if (sink_) {  // first: nothing else runs yet should it fail
+      if (Status s = sink_->Start(); !s.ok()) {
+        spdlog::critical("stopped (exit 1): {}", s.ToString());
+        return 1;
+      }
+      spdlog::info("sink: copying the journal into JetStream stream {} ({})",
+                   config_.sink.jetstream.stream, config_.sink.jetstream.subject_prefix + ".>");
+    }
     std::thread writer([this] {
       NameThisThread("wsb-writer");
       writer_->Run();
@@ -232,6 +255,7 @@ class DaemonImpl final : public Daemon {
     writer.join();
     replay_->Stop();
     replay.join();
+    if (sink_) sink_->Stop();
     if (http_) http_->Stop();
     if (const std::string why = ZapFailure(); !why.empty()) {
       // Never fail open: without its authentication handler the daemon does not serve.
@@ -327,6 +351,7 @@ class DaemonImpl final : public Daemon {
   LinkEvents link_events_;  // the upstream reports here, the writer takes; wakes queue_
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<ReplayEndpoint> replay_;
+  std::unique_ptr<JetStreamSink> sink_;
   std::unique_ptr<Upstream> upstream_;
   std::unique_ptr<HttpServer> http_;
 

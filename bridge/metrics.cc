@@ -31,6 +31,11 @@ static_assert(std::size(kRejectReasons) == static_cast<size_t>(RejectReason::kCo
 constexpr const char* kAuthEndpoints[] = {"pub", "send", "replay"};
 static_assert(std::size(kAuthEndpoints) == static_cast<size_t>(AuthEndpoint::kCount));
 
+// Label values of wsbridge_sink_errors_total, indexed by SinkError.
+constexpr const char* kSinkErrorReasons[] = {"connect",  "auth",     "stream",  "stream_mismatch",
+                                             "rejected", "conflict", "timeout", "disconnected"};
+static_assert(std::size(kSinkErrorReasons) == static_cast<size_t>(SinkError::kCount));
+
 double Load(const std::atomic<uint64_t>& v) {
   return static_cast<double>(v.load(std::memory_order_relaxed));
 }
@@ -221,6 +226,31 @@ std::vector<MetricFamily> StatsCollectable::Collect() const {
     auth_failures.metric.push_back(
         Families::CounterSample(Load(s.auth_failures[i]), {{"endpoint", kAuthEndpoints[i]}}));
   }
+
+  // The JetStream sink, when configured.
+  if (Load(s.sink.enabled) != 0) {
+    f.Gauge("wsbridge_sink_connected",
+            "1 while the JetStream sink is connected and in step with its stream",
+            Load(s.sink.connected));
+    f.Counter("wsbridge_sink_published_total", "Journal rows published to JetStream",
+              Load(s.sink.published));
+    f.Gauge("wsbridge_sink_acked_seq", "Highest journal seq JetStream acknowledged",
+            Load(s.sink.acked_seq));
+    f.Gauge("wsbridge_sink_lag_messages", "Journal rows not yet acknowledged by JetStream",
+            Load(s.sink.lag_messages));
+    f.Gauge("wsbridge_sink_lag_seconds",
+            "Age of the oldest journal row not yet acknowledged by JetStream (0: none)",
+            Load(s.sink.lag_ns) / 1e9);
+    f.Counter("wsbridge_sink_skipped_total",
+              "Journal rows trimmed by retention (rows/bytes) before the sink delivered them",
+              Load(s.sink.skipped));
+    MetricFamily& errors = f.Add("wsbridge_sink_errors_total",
+                                 "JetStream sink failures, by reason", MetricType::Counter);
+    for (size_t i = 0; i < s.sink.errors.size(); ++i) {
+      errors.metric.push_back(
+          Families::CounterSample(Load(s.sink.errors[i]), {{"reason", kSinkErrorReasons[i]}}));
+    }
+  }
   return f.Take();
 }
 
@@ -296,6 +326,12 @@ Readiness CheckReadiness(const Stats& stats) {
   if (!storage) {
     std::string reason = stats.StorageReason();
     r.reason += reason.empty() ? "storage: commits failing\n" : reason + "\n";
+  }
+  // A required sink that is not delivering (SPEC §11); an optional one never holds /readyz.
+  if (stats.sink.required.load(std::memory_order_relaxed) == 1 &&
+      stats.sink.connected.load(std::memory_order_relaxed) == 0) {
+    r.ready = false;
+    r.reason += "sink: " + stats.SinkReason() + "\n";
   }
   return r;
 }

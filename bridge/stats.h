@@ -19,6 +19,16 @@ enum class RejectReason { kFull = 0, kInvalid, kStorage, kDuplicate, kCount };
 // of wsbridge_auth_failures_total: "pub", "send", "replay" (the ZAP domains, zap_handler.h).
 enum class AuthEndpoint { kPub = 0, kSend, kReplay, kCount };
 
+// Why the JetStream sink failed, the `reason` label of wsbridge_sink_errors_total: "connect"
+// (no server answered), "auth", "stream" (its lookup or creation failed), "stream_mismatch" (it
+// exists without our subjects), "rejected" (the server refused a publish, e.g. the stream is
+// full), "conflict" (the stream was not where the sink expected it: resynchronized),
+// "timeout" (acks stopped coming), "disconnected".
+enum class SinkError {
+  kConnect = 0, kAuth, kStream, kStreamMismatch, kRejected, kConflict, kTimeout, kDisconnected,
+  kCount
+};
+
 // A lock-free histogram of durations with fixed bucket bounds (seconds), for /metrics.
 // Observe() from the owning thread; any thread may read.
 class DurationHistogram {
@@ -94,6 +104,19 @@ struct Stats {
   // a failed CURVE handshake, e.g. a plain client, seen by its handshake monitor).
   std::array<Counter, static_cast<size_t>(AuthEndpoint::kCount)> auth_failures{};
 
+  // The JetStream sink (its thread; the ack counters also from nats.c's callback thread).
+  struct Sink {
+    Gauge enabled{0};          // 1 when sink.jetstream.servers is set
+    Gauge required{0};         // sink.jetstream.required: /readyz waits for it
+    Gauge connected{0};        // 1 while connected and in step with the stream
+    Counter published{0};      // rows handed to nats.c (a row published again counts again)
+    Gauge acked_seq{0};        // highest journal seq the stream acknowledged, this epoch
+    Gauge lag_messages{0};     // journal last seq - acked seq
+    Gauge lag_ns{0};           // age of the oldest row not yet acknowledged (0: none)
+    Counter skipped{0};        // rows trimmed by retention before the sink delivered them
+    std::array<Counter, static_cast<size_t>(SinkError::kCount)> errors{};
+  } sink;
+
   // A short human-readable reason for not being ready; guarded by reason_mu.
   void SetUpstreamReason(std::string r) {
     std::lock_guard<std::mutex> lock(reason_mu);
@@ -129,6 +152,15 @@ struct Stats {
     std::lock_guard<std::mutex> lock(reason_mu);
     return storage_reason;
   }
+  // Why the sink is not delivering ("" while it is).
+  void SetSinkReason(std::string r) {
+    std::lock_guard<std::mutex> lock(reason_mu);
+    sink_reason = std::move(r);
+  }
+  std::string SinkReason() const {
+    std::lock_guard<std::mutex> lock(reason_mu);
+    return sink_reason;
+  }
 
  private:
   mutable std::mutex reason_mu;
@@ -142,6 +174,7 @@ struct Stats {
       {"message_too_big", 0}, {"other", 0},         {"proxy", 0},
       {"tcp", 0},          {"timeout", 0},          {"tls", 0}};
   std::string storage_reason;
+  std::string sink_reason = "not connected yet";
 };
 
 }  // namespace wsbridge

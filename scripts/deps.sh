@@ -7,7 +7,7 @@ PKGS=(
   libwebsocketpp-dev libasio-dev libssl-dev libsqlite3-dev libzmq3-dev cppzmq-dev
   libprotobuf-dev protobuf-compiler libgtest-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev libsimdjson-dev libspdlog-dev prometheus-cpp-dev
-  zlib1g-dev python3 python3-zmq python3-protobuf python3-prometheus-client python3-websockets
+  zlib1g-dev libnats-dev nats-server python3 python3-zmq python3-protobuf python3-prometheus-client python3-websockets
   openssl sqlite3 procps
 )
 missing=()

@@ -468,7 +468,8 @@ class SqliteStore final : public Store {
   StatusOr<JournalBounds> Bounds() override;
   Status ReadOutbox(uint64_t after, size_t max_rows, std::vector<OutboxRow>* out) override;
   StatusOr<OutboxStats> Outbox() override;
-  StatusOr<uint64_t> TrimJournal(int64_t now_unix_ns, uint64_t max_delete) override;
+  StatusOr<uint64_t> TrimJournal(int64_t now_unix_ns, uint64_t max_delete,
+                                 uint64_t age_hold_seq) override;
 
   StatusOr<int64_t> SetMaxPageCount(int64_t max_pages);
   uint64_t WriterCheckpoints() const {
@@ -980,7 +981,8 @@ StatusOr<OutboxStats> SqliteStore::Outbox() {
   return stats;
 }
 
-StatusOr<uint64_t> SqliteStore::TrimJournal(int64_t now_unix_ns, uint64_t max_delete) {
+StatusOr<uint64_t> SqliteStore::TrimJournal(int64_t now_unix_ns, uint64_t max_delete,
+                                            uint64_t age_hold_seq) {
   Status s = RequireWritable("trim journal");
   if (!s.ok()) return s;
   if (max_delete == 0) return uint64_t{0};
@@ -1010,7 +1012,7 @@ StatusOr<uint64_t> SqliteStore::TrimJournal(int64_t now_unix_ns, uint64_t max_de
       const int64_t received_at = trim_scan_.ColumnInt64(2);
       if (deleted == 0) rows = state_.cursor.last_seq - seq + 1;  // the oldest row: all of them
       const bool over = (max_rows > 0 && rows > max_rows) || (max_bytes > 0 && bytes > max_bytes) ||
-                        (by_age && received_at < cutoff);
+                        (by_age && received_at < cutoff && (age_hold_seq == 0 || seq < age_hold_seq));
       if (!over) break;
       cut = seq;
       --rows;

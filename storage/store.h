@@ -154,7 +154,10 @@ class Store {
   // Deletes at most max_delete of the oldest journal rows that exceed the retention limits
   // (rows, bytes, age relative to now_unix_ns). Returns how many were deleted. Call it in
   // small steps between batches so that it never stalls the inbound path.
-  virtual StatusOr<uint64_t> TrimJournal(int64_t now_unix_ns, uint64_t max_delete) = 0;
+  // age_hold_seq: rows with seq >= it are not deleted for their age alone (a reader that must
+  // see them first, the JetStream sink, holds them); 0 holds nothing. Rows and bytes still trim.
+  virtual StatusOr<uint64_t> TrimJournal(int64_t now_unix_ns, uint64_t max_delete,
+                                         uint64_t age_hold_seq = 0) = 0;
 
  protected:
   Store() = default;

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "wsbridge.pb.h"
@@ -137,6 +138,7 @@ bool Writer::CommitAndPublish(bool give_back_payloads) {
   outbound_.OnCommitted(result);
   // G1: only now, after the commit, do the messages leave the process.
   Publish(result.first_seq);
+  if (on_journaled_ && !batch_.inbound.empty()) on_journaled_(c.last_seq);
   if (give_back_payloads && !batch_.inbound.empty()) {
     for (InboundMessage& m : batch_.inbound) spent_.push_back(std::move(m.payload));
     queue_->GiveBack(&spent_);
@@ -273,7 +275,8 @@ void Writer::MaybeTrim() {
     stats_->journal_rows = static_cast<int64_t>(b->rows);
     stats_->journal_bytes = static_cast<int64_t>(b->bytes);
   }
-  auto trimmed = store_->TrimJournal(WallNowNs(), options_.trim_step_rows);
+  const uint64_t hold = age_hold_ != nullptr ? std::max<uint64_t>(1, age_hold_->load()) : 0;
+  auto trimmed = store_->TrimJournal(WallNowNs(), options_.trim_step_rows, hold);
   if (!trimmed.ok()) {
     spdlog::warn("journal: trim failed: {}", trimmed.status().ToString());
   } else if (*trimmed == options_.trim_step_rows) {

@@ -79,6 +79,14 @@ class Writer {
   void set_resume_reader(std::function<void()> fn) { resume_reader_ = std::move(fn); }
   // Called by the writer thread to hand outbox rows to the upstream (it must not block).
   void set_deliver(Outbound::DeliverFn fn) { deliver_ = std::move(fn); }
+  // Called by the committing thread after each commit that journaled rows, with the newest
+  // seq, once they are published: the JetStream sink's wake-up. It must not block.
+  void set_on_journaled(std::function<void(uint64_t last_seq)> fn) {
+    on_journaled_ = std::move(fn);
+  }
+  // Rows with seq >= *hold are kept against journal.max_age_s (the sink's first undelivered
+  // seq; 0 holds nothing), not against the row and byte bounds. Read by the writer thread.
+  void set_age_hold(const std::atomic<uint64_t>* hold) { age_hold_ = hold; }
 
   // Thread body. Returns after Stop(), once everything queued before it is committed and
   // published (or storage has failed for good).
@@ -114,6 +122,8 @@ class Writer {
   LinkEvents* const link_events_;
   std::function<void()> resume_reader_;
   Outbound::DeliverFn deliver_;
+  std::function<void(uint64_t)> on_journaled_;
+  const std::atomic<uint64_t>* age_hold_ = nullptr;
   std::string bound_endpoint_;
   int pub_fd_ = -1;  // the PUB socket's notification fd (ZMQ_FD), polled as a plain fd
   uint64_t epoch_ = 0;

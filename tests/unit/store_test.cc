@@ -904,6 +904,26 @@ TEST(StoreRetentionTest, TrimsByBytes) {
   EXPECT_EQ(store->cursor().last_seq, 10u);
 }
 
+// The JetStream sink holds rows it has not delivered against age (SPEC §11), not against the
+// row and byte bounds, which keep the disk bounded.
+TEST(StoreRetentionTest, AgeHoldKeepsUndeliveredRowsButNotPastTheRowBound) {
+  TempDir dir;
+  StoreOptions o = NoRetention(dir.File("bridge.db"));
+  o.journal_max_age_s = 5;
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(o));
+  CommitTenRows(*store);
+  // All ten are too old at 1000 s; the sink delivered up to seq 3, so 4.. are held.
+  EXPECT_EQ(store->TrimJournal(1000 * kSecond, 100, 4).value(), 3u);
+  ExpectBounds(*store, 4, 10, 7, 70);
+  EXPECT_EQ(store->TrimJournal(1000 * kSecond, 100, 4).value(), 0u);
+  // A row bound still trims held rows.
+  store.reset();
+  o.journal_max_rows = 5;
+  ASSERT_OK_AND_ASSIGN(store, Store::Open(o));
+  EXPECT_EQ(store->TrimJournal(1000 * kSecond, 100, 4).value(), 2u);
+  ExpectBounds(*store, 6, 10, 5, 50);
+}
+
 TEST(StoreRetentionTest, TrimsByAgeThenToEmptyAndSeqGoesOn) {
   TempDir dir;
   const std::string path = dir.File("bridge.db");
