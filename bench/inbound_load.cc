@@ -15,16 +15,33 @@
 // bridge run without compression: the upstream sending permessage-deflate (context takeover),
 // and sending every frame gzipped (protocol.decompress = gzip); CPU per message of the bridge
 // and of its I/O thread, where the inflation runs.
+//
+// `wsbridge-load-inbound 1 endpoints`: the bridge's PUB endpoint (SPEC §10) three ways, as ratios
+// to the first, 300 000 messages of 100 B as fast as possible, durability=process, the PUB queue
+// unbounded (zmq.pub_hwm = 0: a CURVE subscriber falls behind by more than the default):
+//   tcp plain   tcp://127.0.0.1 without CURVE (the default)
+//   tcp CURVE   zmq.curve.secret_key_file and zmq.curve.authorized_keys_file set (keys made with
+//               zmq_curve_keypair), the subscriber a CURVE client listed with role `subscribe`
+//   ipc         the three endpoints as socket files in the run's directory
+// with the CPU per message of the bridge (and of each of its threads) and of the subscriber,
+// and two headlines: CURVE / plain (the goal: at least 0.7) and ipc / loopback tcp.
+//
+// feeds and endpoints run their variants interleaved (one of each, three times) and print the
+// medians; a run that fell short, or in which the subscriber missed messages, is said so.
 #include <simdjson.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <optional>
 #include <thread>
 #include <websocketpp/client.hpp>
 #include <websocketpp/config/asio_no_tls_client.hpp>
@@ -157,16 +174,19 @@ double RawRate(const std::string& dir, int n, int bytes, const std::string& rate
 }
 
 struct BridgeRun {
-  double rate = 0;
+  double rate = 0;      // 0: the run was incomplete (it says why on stderr)
+  uint64_t missed = 0;  // journaled, but the subscriber missed them (it says so on stderr)
   CpuPerMessage cpu;
   std::vector<int64_t> latencies_ns;  // upstream send -> subscriber receipt
   std::vector<int64_t> in_bridge_ns;  // bridge receipt (received_at) -> subscriber receipt
 };
 
-// What a run adds to the upstream's and the bridge's flags (the compressed feeds).
+// What a run adds to the default one: flags of the upstream and of the bridge (the compressed
+// feeds; the endpoints' transport, CURVE), and the subscriber's CURVE keys (none: plain).
 struct FeedFlags {
   std::vector<std::string> upstream;
   std::vector<std::string> bridge;
+  wsbridge::client::CurveClientKeys subscriber;
 };
 
 // Starts the bridge first, subscribes, then the upstream; measures at the subscriber.
@@ -181,8 +201,13 @@ BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string
   bridge_flags.insert(bridge_flags.end(), feed.bridge.begin(), feed.bridge.end());
   Child bridge = StartBridge(dir, "ws://127.0.0.1:" + std::to_string(port) + "/feed",
                              dir + "/" + tag + ".db", bridge_flags, &ep, tag + "-bridge");
+  if (ep.pub.empty()) {  // no "publishing on" line: it did not come up
+    std::fprintf(stderr, "bridge run %s: the bridge did not start:\n%s", tag.c_str(),
+                 bridge.Stderr().c_str());
+    return {};
+  }
   zmq::context_t ctx;
-  Subscriber sub(ctx, ep.pub);
+  Subscriber sub(ctx, ep.pub, "", feed.subscriber);
   bridge.WaitForOutput("subscription to topic prefix", "err");
   std::vector<std::string> upstream_flags = {"--count=" + std::to_string(n), "--rate=" + rate,
                                              HistoryFlag(n),
@@ -214,6 +239,7 @@ BridgeRun BridgeRate(const std::string& dir, int n, int bytes, const std::string
     out.rate = got.Rate();
     const uint64_t span = got.last_seq - got.first_seq + 1;
     if (got.received < span) {  // journaled, but the PUB queue for this subscriber overflowed
+      out.missed = span - got.received;
       std::fprintf(stderr, "bridge run %s: the subscriber missed %llu of %llu (PUB high-water "
                    "mark; replay has them)\n", tag.c_str(),
                    static_cast<unsigned long long>(span - got.received),
@@ -255,48 +281,208 @@ double Percentile(std::vector<int64_t> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))] / 1e3;  // microseconds
 }
 
+// The machine is shared and noisy: each figure is the median of kRounds runs, the variants
+// compared interleaved (raw and bridge; one configuration after the other), so that a
+// disturbance hits them alike.
+constexpr int kRounds = 3;
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// One bridge configuration of a comparison: its name, and what it adds to the default run.
+using Variant = std::pair<std::string, FeedFlags>;
+
+// A variant's kRounds runs: each figure the median of its own.
+struct MedianRun {
+  double rate = 0;
+  std::vector<double> rates;  // each run's, in order
+  CpuPerMessage cpu;          // bridge_threads: each thread name's median
+  int incomplete = 0;         // runs that fell short (rate 0, and in the median as such)
+  int missed = 0;             // runs in which the subscriber missed messages
+};
+
+// kRounds rounds, each one run of every variant in turn: n messages of 100 B, sent as fast as
+// the upstream can, durability=process. The medians, in the variants' order.
+std::vector<MedianRun> InterleavedRuns(const std::string& dir, int n,
+                                       const std::vector<Variant>& variants) {
+  std::vector<std::vector<BridgeRun>> runs(variants.size());
+  for (int round = 0; round < kRounds; ++round) {
+    for (size_t i = 0; i < variants.size(); ++i) {
+      runs[i].push_back(BridgeRate(dir, n, 100, "0", "process", false, variants[i].second));
+    }
+  }
+  std::vector<MedianRun> out;
+  for (const std::vector<BridgeRun>& of : runs) {
+    auto median = [&of](const std::function<double(const BridgeRun&)>& figure) {
+      std::vector<double> v;
+      for (const BridgeRun& r : of) v.push_back(figure(r));
+      return Median(v);
+    };
+    MedianRun m;
+    m.rate = median([](const BridgeRun& r) { return r.rate; });
+    for (const BridgeRun& r : of) m.rates.push_back(r.rate);
+    m.cpu.upstream = median([](const BridgeRun& r) { return r.cpu.upstream; });
+    m.cpu.bridge = median([](const BridgeRun& r) { return r.cpu.bridge; });
+    m.cpu.client = median([](const BridgeRun& r) { return r.cpu.client; });
+    for (const BridgeRun& r : of) {
+      m.incomplete += r.rate == 0;
+      m.missed += r.missed > 0;
+      for (const auto& thread : r.cpu.bridge_threads) {
+        const std::string& name = thread.first;
+        if (m.cpu.bridge_threads.count(name) != 0) continue;
+        m.cpu.bridge_threads[name] = median([&name](const BridgeRun& x) {
+          const auto t = x.cpu.bridge_threads.find(name);
+          return t == x.cpu.bridge_threads.end() ? 0.0 : t->second;  // not in that run
+        });
+      }
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// The CPU per message of the bridge's thread `name` (0: it has none of that name).
+double ThreadCpu(const CpuPerMessage& cpu, const std::string& name) {
+  const auto t = cpu.bridge_threads.find(name);
+  return t == cpu.bridge_threads.end() ? 0 : t->second;
+}
+
+// " <thread name> <CPU per message> us" for each of the bridge's threads that used any.
+std::string ThreadsLine(const CpuPerMessage& cpu) {
+  std::string line;
+  for (const auto& [name, us] : cpu.bridge_threads) {
+    if (us >= 0.005) line += " " + name + " " + Micros(us) + " us";
+  }
+  return line;
+}
+
+// One line for each variant whose runs were not all whole (stderr has each run's why).
+void PrintShortRuns(const std::vector<Variant>& variants, const std::vector<MedianRun>& runs) {
+  for (size_t i = 0; i < variants.size(); ++i) {
+    if (runs[i].incomplete == 0 && runs[i].missed == 0) continue;
+    std::printf("NOTE %s: %d of %d runs incomplete (in its median as 0 msg/s), %d in which the "
+                "subscriber missed messages (see stderr)\n",
+                variants[i].first.c_str(), runs[i].incomplete, kRounds, runs[i].missed);
+  }
+}
+
 // The compressed feeds against the same run uncompressed, kRounds interleaved runs each.
 int FeedsMain(const std::string& dir, int scale) {
   const int n = 300000 * scale;
-  const std::vector<std::pair<std::string, FeedFlags>> feeds = {
+  const std::vector<Variant> feeds = {
       {"plain", {}},
       {"permessage-deflate", {{"--permessage-deflate"}, {}}},
       {"gzip frames", {{"--compress=gzip"}, {"--set=protocol.decompress=gzip"}}},
   };
-  constexpr int kRounds = 3;
-  std::map<std::string, std::vector<double>> rates, bridge_cpu, io_cpu, upstream_cpu;
-  for (int round = 0; round < kRounds; ++round) {
-    for (const auto& [name, flags] : feeds) {
-      const BridgeRun run = BridgeRate(dir, n, 100, "0", "process", false, flags);
-      rates[name].push_back(run.rate);
-      bridge_cpu[name].push_back(run.cpu.bridge);
-      upstream_cpu[name].push_back(run.cpu.upstream);
-      auto io = run.cpu.bridge_threads.find("wsb-upstream");
-      io_cpu[name].push_back(io == run.cpu.bridge_threads.end() ? 0 : io->second);
-    }
-  }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  const double plain = median(rates["plain"]), plain_io = median(io_cpu["plain"]);
-  const double plain_cpu = median(bridge_cpu["plain"]);
+  const std::vector<MedianRun> runs = InterleavedRuns(dir, n, feeds);
+  const MedianRun& plain = runs[0];
+  const double plain_io = ThreadCpu(plain.cpu, "wsb-upstream");
   std::printf("compressed feeds, %d messages of 100 B, median of %d interleaved runs, "
               "durability=process\n", n, kRounds);
   std::printf("%-20s %12s %8s %14s %10s %16s %18s %16s\n", "feed", "bridge msg/s", "ratio",
               "bridge us/msg", "CPU ratio", "I/O thread us/msg", "I/O extra us/msg",
               "upstream us/msg");
-  for (const auto& [name, flags] : feeds) {
-    const double rate = median(rates[name]), io = median(io_cpu[name]);
-    const double cpu = median(bridge_cpu[name]);
-    std::printf("%-20s %12.0f %8.2f %14.2f %10.2f %16.2f %18.2f %16.2f\n", name.c_str(), rate,
-                plain ? rate / plain : 0, cpu, cpu ? plain_cpu / cpu : 0, io, io - plain_io,
-                median(upstream_cpu[name]));
+  for (size_t i = 0; i < feeds.size(); ++i) {
+    const MedianRun& r = runs[i];
+    const double io = ThreadCpu(r.cpu, "wsb-upstream");
+    std::printf("%-20s %12.0f %8.2f %14.2f %10.2f %16.2f %18.2f %16.2f\n",
+                feeds[i].first.c_str(), r.rate, plain.rate ? r.rate / plain.rate : 0,
+                r.cpu.bridge, r.cpu.bridge ? plain.cpu.bridge / r.cpu.bridge : 0, io,
+                io - plain_io, r.cpu.upstream);
   }
   std::printf("(ratio: rate against the plain run's; CPU ratio: the plain run's bridge CPU per "
               "message over this one's, the ratio were the bridge the bottleneck; I/O extra: the "
               "I/O thread's CPU per message over the plain run's, i.e. inflation; upstream: "
               "wsbridge-upstream's CPU per message, which compresses each one on one thread)\n");
+  PrintShortRuns(feeds, runs);
+  return 0;
+}
+
+// CURVE on the bridge's tcp endpoints: a server key pair and a client one (zmq_curve_keypair),
+// the files the bridge reads, in `dir` (zmq.curve.secret_key_file: the server's secret key
+// alone, mode 0600, as the bridge requires; zmq.curve.authorized_keys_file: the client's public
+// key with role `subscribe`), and the subscriber's keys. nullopt, and why on stderr, when
+// libzmq has no CURVE or a file cannot be written.
+std::optional<FeedFlags> CurveEndpoints(const std::string& dir) {
+  char server_public[41], server_secret[41], client_public[41], client_secret[41];  // Z85 + NUL
+  if (zmq_curve_keypair(server_public, server_secret) != 0 ||
+      zmq_curve_keypair(client_public, client_secret) != 0) {
+    std::fprintf(stderr, "zmq_curve_keypair: %s\n", zmq_strerror(zmq_errno()));
+    return std::nullopt;
+  }
+  const std::string key_file = dir + "/curve-server.key";
+  const std::string keys_file = dir + "/curve-authorized-keys";
+  if (!WriteFileBytes(key_file, std::string(server_secret) + "\n") ||
+      ::chmod(key_file.c_str(), 0600) != 0 ||
+      !WriteFileBytes(keys_file,
+                      "subscribe " + std::string(client_public) + " wsbridge-load-inbound\n")) {
+    std::fprintf(stderr, "cannot write the CURVE key files in %s\n", dir.c_str());
+    return std::nullopt;
+  }
+  auto binary = [](const char* z85) {  // CurveClientKeys holds the 32-byte keys
+    std::string key(32, '\0');
+    zmq_z85_decode(reinterpret_cast<uint8_t*>(key.data()), z85);
+    return key;
+  };
+  FeedFlags curve;
+  curve.bridge = {"--set=zmq.curve.secret_key_file=" + key_file,
+                  "--set=zmq.curve.authorized_keys_file=" + keys_file};
+  curve.subscriber = {binary(server_public), binary(client_public), binary(client_secret)};
+  return curve;
+}
+
+// The bridge's three endpoints as socket files in `dir` (the run's temporary directory, mode
+// 0700: the bridge refuses a world-writable one).
+FeedFlags IpcEndpoints(const std::string& dir) {
+  FeedFlags ipc;
+  for (const std::string name : {"pub", "send", "replay"}) {
+    ipc.bridge.push_back("--set=zmq." + name + "=ipc://" + dir + "/" + name + ".sock");
+  }
+  return ipc;
+}
+
+// Inbound throughput by the PUB endpoint's transport and security, kRounds interleaved runs
+// each: loopback tcp (the default), the same with CURVE, ipc.
+int EndpointsMain(const std::string& dir, int scale) {
+  const int n = 300000 * scale;
+  const std::optional<FeedFlags> curve = CurveEndpoints(dir);
+  if (!curve) return 1;
+  std::vector<Variant> configs = {
+      {"tcp plain", {}},
+      {"tcp CURVE", *curve},
+      {"ipc", IpcEndpoints(dir)},
+  };
+  // The PUB queue unbounded in all three (zmq.pub_hwm 0, not 100 000): the CURVE subscriber,
+  // decrypting, falls further behind than that, and the end of the run, dropped, left 2 of 3
+  // CURVE runs incomplete. The rate is then the endpoint's, as the subscriber receives it.
+  for (Variant& config : configs) config.second.bridge.push_back("--set=zmq.pub_hwm=0");
+  const std::vector<MedianRun> runs = InterleavedRuns(dir, n, configs);
+  auto ratio = [&runs](size_t i) { return runs[0].rate ? runs[i].rate / runs[0].rate : 0; };
+  std::printf("inbound by endpoint, %d messages of 100 B as fast as possible, median of %d "
+              "interleaved runs, durability=process, zmq.pub_hwm=0\n", n, kRounds);
+  std::printf("%-10s %12s %8s %14s %18s %16s\n", "config", "msg/s", "ratio", "bridge us/msg",
+              "subscriber us/msg", "upstream us/msg");
+  for (size_t i = 0; i < configs.size(); ++i) {
+    std::printf("%-10s %12.0f %8.2f %14.2f %18.2f %16.2f\n", configs[i].first.c_str(),
+                runs[i].rate, ratio(i), runs[i].cpu.bridge, runs[i].cpu.client,
+                runs[i].cpu.upstream);
+  }
+  std::printf("(ratio: rate against tcp plain's; bridge: wsbridge's CPU per message, all its "
+              "threads; subscriber: this process's, its ZeroMQ I/O thread included, where CURVE "
+              "decrypts)\n");
+  std::printf("each run, msg/s (rounds in order) | the bridge's threads, CPU per message:\n");
+  for (size_t i = 0; i < configs.size(); ++i) {
+    std::string rates;
+    for (double r : runs[i].rates) rates += " " + std::to_string(std::lround(r));
+    std::printf("  %-10s%s |%s\n", configs[i].first.c_str(), rates.c_str(),
+                ThreadsLine(runs[i].cpu).c_str());
+  }
+  PrintShortRuns(configs, runs);
+  std::printf("CURVE / plain at 100 B: %.2f\u00d7 (goal \u2265 0.7\u00d7)\n", ratio(1));
+  std::printf("ipc / loopback tcp: %.2f\u00d7\n", ratio(2));
   return 0;
 }
 
@@ -355,8 +541,10 @@ int main(int argc, char** argv) {
   }
   int scale = argc > 1 ? std::atoi(argv[1]) : 1;  // multiply message counts
   TempDir dir;
-  const std::string mode = argc > 2 ? argv[2] : "";  // "latency", "bridge", "feeds": one part
+  // "latency", "bridge", "feeds", "endpoints": one part
+  const std::string mode = argc > 2 ? argv[2] : "";
   if (mode == "feeds") return FeedsMain(dir.path(), scale);
+  if (mode == "endpoints") return EndpointsMain(dir.path(), scale);
   std::printf("inbound throughput (messages/s, median of 3 interleaved runs), same machine, "
               "same run\n");
   std::printf("%-8s %12s %12s %8s %12s %8s\n", "size", "raw ws", "bridge", "ratio",
@@ -367,22 +555,12 @@ int main(int argc, char** argv) {
     std::printf("bridge, 100 B, process: %.0f/s; CPU per message: upstream %.2f us, bridge "
                 "%.2f us, subscriber %.2f us\n",
                 run.rate, run.cpu.upstream, run.cpu.bridge, run.cpu.client);
-    std::printf("  the bridge's threads, CPU per message:");
-    for (const auto& [name, us] : run.cpu.bridge_threads) {
-      if (us >= 0.005) std::printf(" %s %.2f us", name.c_str(), us);
-    }
-    std::printf("\n");
+    std::printf("  the bridge's threads, CPU per message:%s\n", ThreadsLine(run.cpu).c_str());
     return 0;
   }
   const bool latency_only = mode == "latency";
   std::vector<std::string> cpu_lines;
-  // The machine is shared and noisy: each rate is the median of kRounds runs, raw and bridge
-  // interleaved, so that a disturbance hits both sides alike.
-  constexpr int kRounds = 3;
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
+  // Each rate the median of kRounds runs, raw and bridge interleaved.
   for (int bytes : {100, 4096}) {
     if (latency_only) break;
     int n = (bytes == 100 ? kMessages100B : kMessages4KiB) * scale;
@@ -395,7 +573,7 @@ int main(int argc, char** argv) {
       processes.push_back(process.rate);
       powers.push_back(BridgeRate(dir.path(), n, bytes, "0", "power", false).rate);
     }
-    const double raw = median(raws), proc = median(processes), power = median(powers);
+    const double raw = Median(raws), proc = Median(processes), power = Median(powers);
     std::printf("%-8s %12.0f %12.0f %8.2f %12.0f %8.2f\n",
                 (std::to_string(bytes) + " B").c_str(), raw, proc, raw ? proc / raw : 0, power,
                 raw ? power / raw : 0);
@@ -440,15 +618,15 @@ int main(int argc, char** argv) {
   }
   std::printf("latency upstream send -> raw websocketpp client at 10000 msg/s, 100 B: "
               "p50 %.0f us, p99 %.0f us (median of %d runs)\n",
-              median(raw50), median(raw99), kRounds);
+              Median(raw50), Median(raw99), kRounds);
   std::printf("latency upstream send -> subscriber receipt at 10000 msg/s, 100 B, "
               "durability=process: p50 %.0f us, p99 %.0f us (median of %d runs)\n",
-              median(br50), median(br99), kRounds);
+              Median(br50), Median(br99), kRounds);
   std::printf("  of which inside the bridge (frame received -> subscriber receipt): p50 %.0f us, "
               "p99 %.0f us\n",
-              median(in50), median(in99));
+              Median(in50), Median(in99));
   std::printf("latency ZeroMQ PUB -> SUB alone, another process, same pacing, 100 B: p50 %.0f us, "
               "p99 %.0f us (median of %d runs; the floor under the bridge's last hop)\n",
-              median(zmq50), median(zmq99), kRounds);
+              Median(zmq50), Median(zmq99), kRounds);
   return 0;
 }

@@ -4,7 +4,7 @@
 //               (read them with Child::Output(); nothing can block on a full pipe)
 // (WaitFor, which polls a condition until it holds or a deadline passes, is in testutil.h)
 // FreePort      a TCP port chosen by the OS (bind port 0, read it, close)
-// Subscriber    a ZeroMQ SUB socket that decodes [topic][Envelope]
+// Subscriber    a ZeroMQ SUB socket that decodes [topic][Envelope] (a CURVE client if given keys)
 // ReceiveUntilSeq  a subscriber's run up to a seq: when its first and last message arrived
 // ThreadsOf     the threads of a running process (id, name)
 // ExitedWith, ExitedNonZero, ExitedZero, LinesWith, LineCount  small checks on results
@@ -42,6 +42,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 
+#include "client/curve_client.h"  // CurveClientKeys only (a struct; nothing to link)
 #include "testutil.h"
 #include "wsbridge.pb.h"
 
@@ -248,7 +249,8 @@ inline Child StartUpstream(const std::string& dir, std::vector<std::string> flag
   return c;
 }
 
-// The bridge with OS-chosen ZeroMQ ports; flags are appended (e.g. "--set=x.y=z").
+// The bridge with OS-chosen ZeroMQ ports; flags are appended (e.g. "--set=x.y=z"; a
+// "--set=zmq.pub=ipc:///dir/pub.sock" puts the PUB endpoint there instead).
 struct BridgeEndpoints {
   std::string pub;
 };
@@ -271,7 +273,8 @@ inline Child StartBridge(const std::string& dir, const std::string& upstream_url
   const size_t before = ReadFileOrEmpty(dir + "/" + tag + ".err").size();
   Child c = Child::Start(argv, dir, tag);
   if (endpoints) {
-    auto pub = c.WaitForOutputAfter(before, R"(publishing on (tcp://[0-9.]+:\d+))", "err");
+    auto pub = c.WaitForOutputAfter(
+        before, R"(publishing on (tcp://[0-9.]+:\d+|ipc://\S+))", "err");
     if (pub) endpoints->pub = *pub;
   }
   return c;
@@ -280,10 +283,20 @@ inline Child StartBridge(const std::string& dir, const std::string& upstream_url
 // Receives [topic][Envelope] messages.
 class Subscriber {
  public:
-  Subscriber(zmq::context_t& ctx, const std::string& endpoint, const std::string& prefix = "")
+  // `curve`: when enabled(), the socket is a CURVE client with these keys (set before it
+  // connects, as libzmq requires): the bridge's public key and this client's key pair, whose
+  // public key the bridge's authorized keys file must list with role `subscribe`. A refused
+  // handshake is not reported here: no message ever arrives (client::HandshakeWatch tells).
+  Subscriber(zmq::context_t& ctx, const std::string& endpoint, const std::string& prefix = "",
+             const client::CurveClientKeys& curve = {})
       : sock_(ctx, zmq::socket_type::sub) {
     sock_.set(zmq::sockopt::rcvhwm, 0);
     sock_.set(zmq::sockopt::subscribe, prefix);
+    if (curve.enabled()) {
+      sock_.set(zmq::sockopt::curve_serverkey, curve.server_public);
+      sock_.set(zmq::sockopt::curve_publickey, curve.client_public);
+      sock_.set(zmq::sockopt::curve_secretkey, curve.client_secret);
+    }
     sock_.connect(endpoint);
   }
 
