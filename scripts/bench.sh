@@ -14,6 +14,12 @@ echo
 echo "== compressed feeds (permessage-deflate, gzip frames) against the same run uncompressed"
 "$BUILD/bench/wsbridge-load-inbound" 1 feeds
 echo
+echo "== the PUB endpoint: loopback tcp, tcp with CURVE, ipc (one run)"
+"$BUILD/bench/wsbridge-load-inbound" 1 endpoints
+echo
+echo "== the JetStream sink (inbound with/without it, catch-up vs plain nats.c, lag at 10k msg/s)"
+"$BUILD/bench/wsbridge-load-sink"
+echo
 echo "== replay (throughput from the file and the endpoint; inbound with/without a 1M replay)"
 "$BUILD/bench/wsbridge-load-replay"
 echo

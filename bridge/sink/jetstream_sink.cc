@@ -1,7 +1,6 @@
 #include "bridge/sink/jetstream_sink.h"
 
 #include <nats/nats.h>
-#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 
 #include "bridge/clock.h"
 #include "bridge/link/backoff.h"
+#include "common/thread_name.h"
 #include "storage/store.h"
 
 namespace wsbridge {
@@ -119,7 +119,8 @@ class JetStreamSink::Session {
   // nats.c's threads, under the sink's session_mu_.
   bool Owns(const jsCtx* js) const { return js != nullptr && js == js_; }
   bool Owns(const natsConnection* nc) const { return nc != nullptr && nc == nc_; }
-  void Acked(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae);
+  // A publish the stream refused (its error handler).
+  void Refused(jsPubAckErr* pae);
   // Records the first failure that nats.c's threads report (and wakes the sink's thread).
   void Fail(SinkError why, std::string text);
 
@@ -127,7 +128,12 @@ class JetStreamSink::Session {
   Status TakeFailure(SinkError* why);
   Status Publish(const JournalRow& row, SinkError* why);
   // Rows trimmed before they could be read: counted and logged, never skipped silently.
-  void Skip(uint64_t from, uint64_t to);
+  // `idle`: nothing is in flight, so the stream's position moves past them at once.
+  void Skip(uint64_t from, uint64_t to, bool idle);
+  // Publishes up to max_pending rows from next_ on; how many.
+  StatusOr<uint64_t> PublishBatch(SinkError* why);
+  // Waits until the stream answered every publish of the batch (or a failure, or Stop()).
+  Status AwaitBatch(SinkError* why);
   void Close();
 
   JetStreamSink* const sink_;
@@ -139,14 +145,13 @@ class JetStreamSink::Session {
   uint64_t expected_last_ = 0;    // the stream sequence of the row published last
   uint64_t published_n_ = 0;      // publishes handed to nats.c in this session
   uint64_t last_published_ = 0;   // the journal seq of the last of them
-  std::atomic<uint64_t> acked_n_{0};  // of them, acknowledged (ack callbacks)
   std::atomic<uint64_t>& acked_;  // the sink's acked_: the highest journal seq acknowledged
-  std::atomic<bool> waiting_{false};  // the sink's thread waits for acks: wake it
   std::atomic<bool> failed_{false};
   std::mutex failure_mu_;
   SinkError failure_ = SinkError::kDisconnected;
   std::string failure_text_;
   std::vector<JournalRow> rows_;
+
 };
 
 Status JetStreamSink::Session::Connect(SinkError* why) {
@@ -217,9 +222,11 @@ Status JetStreamSink::Session::Connect(SinkError* why) {
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = 5000;  // JetStream API calls (stream info, create, get message)
-  jo.PublishAsync.MaxPending = cfg_.max_pending + 1;  // the sink's own limit is the one that bites
-  jo.PublishAsync.AckHandler = OnAck;
-  jo.PublishAsync.AckHandlerClosure = sink_;
+  jo.PublishAsync.MaxPending = cfg_.max_pending + 1;  // a batch never reaches it
+  // Only refusals call back: acks are awaited a batch at a time (js_PublishAsyncComplete),
+  // which costs nothing per message (an ack handler took as much as the publish itself).
+  jo.PublishAsync.ErrHandler = OnRefused;
+  jo.PublishAsync.ErrHandlerClosure = sink_;
   jsCtx* js = nullptr;
   s = natsConnection_JetStream(&js, nc_, &jo);
   if (s != NATS_OK) return Status::Unavailable("JetStream context: " + NatsError(s));
@@ -381,84 +388,102 @@ Status JetStreamSink::Session::Publish(const JournalRow& row, SinkError* why) {
 
 Status JetStreamSink::Session::Deliver(SinkError* why) {
   JetStreamSink& sink = *sink_;
-  Stats& stats = *sink.stats_;
-  stats.sink.connected = 1;
+  sink.stats_->sink.connected = 1;
   sink.stats_->SetSinkReason("");
-  const uint64_t max_pending = static_cast<uint64_t>(cfg_.max_pending);
-  uint64_t seen_acked = acked_n_;
-  int64_t last_progress_ms = SteadyMs();
   sink.UpdateGauges(true);
   while (true) {
     if (failed_) return TakeFailure(why);
-    const uint64_t acked_n = acked_n_;
-    const uint64_t in_flight = published_n_ - acked_n;
-    const int64_t now = SteadyMs();
-    if (acked_n != seen_acked || in_flight == 0) {
-      seen_acked = acked_n;
-      last_progress_ms = now;
-    } else if (now - last_progress_ms > sink.options_.ack_timeout_ms) {
-      *why = SinkError::kTimeout;
-      return Status::Unavailable("no ack from the stream for " +
-                                      std::to_string(sink.options_.ack_timeout_ms) + " ms with " +
-                                      std::to_string(in_flight) + " publishes in flight");
-    }
     sink.UpdateGauges(false);
-    uint64_t journal_last;
     {
+      // Nothing to publish: wait for a commit (or a failure, Stop(), 100 ms for the gauges).
       std::unique_lock<std::mutex> lock(sink.mu_);
       if (sink.stop_) return Status::OK();
-      journal_last = sink.journal_last_;
-      // Nothing to publish, or no room: wait for a commit, acks, a failure or Stop().
-      if (next_ > journal_last || in_flight >= max_pending) {
-        waiting_ = in_flight >= max_pending || in_flight > 0;
-        sink.cv_.wait_for(lock, std::chrono::milliseconds(kMetricsEveryMs), [&] {
-          return sink.stop_ || failed_ ||
-                 (in_flight < max_pending && sink.journal_last_ >= next_) ||
-                 (in_flight > 0 && published_n_ - acked_n_ <= max_pending / 2);
-        });
-        waiting_ = false;
+      if (next_ > sink.journal_last_) {
+        sink.cv_.wait_for(lock, std::chrono::milliseconds(kMetricsEveryMs),
+                          [&] { return sink.stop_ || failed_ || sink.journal_last_ >= next_; });
         continue;
       }
     }
-    const size_t room = static_cast<size_t>(std::min<uint64_t>(max_pending - in_flight, kReadRows));
+    auto published = PublishBatch(why);
+    if (!published.ok()) return published.status();
+    if (*published == 0) continue;
+    if (Status s = AwaitBatch(why); !s.ok() || failed_) return failed_ ? TakeFailure(why) : s;
+    // Every row of the batch is in the stream (a refusal would have failed the session).
+    acked_ = last_published_;
+  }
+}
+
+StatusOr<uint64_t> JetStreamSink::Session::PublishBatch(SinkError* why) {
+  JetStreamSink& sink = *sink_;
+  const uint64_t max_pending = static_cast<uint64_t>(cfg_.max_pending);
+  uint64_t batch = 0;
+  while (batch < max_pending && !failed_) {
     rows_.clear();
-    Status s = sink.store_->ReadJournal(next_, 0, "", room, &rows_);
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(max_pending - batch, kReadRows));
+    Status s = sink.store_->ReadJournal(next_, 0, "", want, &rows_);
     if (!s.ok()) {
       *why = SinkError::kStream;
       return Status::IOError("reading the journal from seq " + std::to_string(next_) + ": " +
                              s.ToString());
     }
-    if (rows_.empty()) {  // everything from next_ on was trimmed (or not visible yet)
+    if (rows_.empty()) {  // the end, or everything from next_ on was trimmed meanwhile
       auto bounds = sink.store_->Bounds();
       if (bounds.ok() && bounds->first_seq == 0 && bounds->last_seq >= next_) {
-        Skip(next_, bounds->last_seq);
+        Skip(next_, bounds->last_seq, batch == 0);
         next_ = bounds->last_seq + 1;
       } else if (bounds.ok() && bounds->first_seq > next_) {
-        Skip(next_, bounds->first_seq - 1);
+        Skip(next_, bounds->first_seq - 1, batch == 0);
         next_ = bounds->first_seq;
-      } else {
-        std::unique_lock<std::mutex> lock(sink.mu_);
-        sink.cv_.wait_for(lock, std::chrono::milliseconds(1));
       }
-      continue;
+      break;
     }
-    if (rows_.front().seq > next_) Skip(next_, rows_.front().seq - 1);
+    if (rows_.front().seq > next_) Skip(next_, rows_.front().seq - 1, batch == 0);
     for (const JournalRow& row : rows_) {
       s = Publish(row, why);
       if (!s.ok()) return s;
     }
+    batch += rows_.size();
     next_ = rows_.back().seq + 1;
+    if (rows_.size() < want) break;  // caught up with the journal
+  }
+  return batch;
+}
+
+Status JetStreamSink::Session::AwaitBatch(SinkError* why) {
+  JetStreamSink& sink = *sink_;
+  const int64_t deadline = SteadyMs() + sink.options_.ack_timeout_ms;
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = kMetricsEveryMs;  // in slices: Stop(), failures and the gauges go on meanwhile
+  while (true) {
+    natsStatus s = js_PublishAsyncComplete(js_, &po);
+    if (s == NATS_OK || failed_) return Status::OK();
+    {
+      std::lock_guard<std::mutex> lock(sink.mu_);
+      if (sink.stop_) return Status::OK();
+    }
+    if (s != NATS_TIMEOUT) {
+      *why = SinkError::kDisconnected;
+      return Status::Unavailable("waiting for the stream's acks: " + NatsError(s));
+    }
+    if (SteadyMs() > deadline) {
+      *why = SinkError::kTimeout;
+      return Status::Unavailable("no ack from the stream for " +
+                                 std::to_string(sink.options_.ack_timeout_ms) +
+                                 " ms with publishes in flight");
+    }
+    sink.UpdateGauges(false);
   }
 }
 
-void JetStreamSink::Session::Skip(uint64_t from, uint64_t to) {
+void JetStreamSink::Session::Skip(uint64_t from, uint64_t to, bool idle) {
   const uint64_t n = to - from + 1;
   sink_->stats_->sink.skipped.fetch_add(n, std::memory_order_relaxed);
   spdlog::error("sink: seq {}..{} ({} rows) were trimmed by journal.max_rows/max_bytes before "
                 "the sink delivered them: they are not in the stream", from, to, n);
   // Nothing in flight: they count as delivered (the retention hold moves on); otherwise the
-  // next row's ack moves it past them.
-  if (published_n_ == acked_n_) acked_ = std::max<uint64_t>(acked_, to);
+  // batch's completion moves it past them.
+  if (idle) acked_ = std::max<uint64_t>(acked_, to);
 }
 
 void JetStreamSink::UpdateGauges(bool force) {
@@ -487,14 +512,10 @@ void JetStreamSink::UpdateGauges(bool force) {
   g.lag_ns = lag_ns;
 }
 
-void JetStreamSink::OnAck(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae,
-                          void* closure) {
+void JetStreamSink::OnRefused(jsCtx* js, jsPubAckErr* pae, void* closure) {
   auto* sink = static_cast<JetStreamSink*>(closure);
-  {
-    std::lock_guard<std::mutex> lock(sink->session_mu_);
-    if (sink->session_ != nullptr && sink->session_->Owns(js)) sink->session_->Acked(msg, pa, pae);
-  }
-  natsMsg_Destroy(msg);
+  std::lock_guard<std::mutex> lock(sink->session_mu_);
+  if (sink->session_ != nullptr && sink->session_->Owns(js)) sink->session_->Refused(pae);
 }
 
 void JetStreamSink::OnConnectionLost(natsConnection* nc, void* closure) {
@@ -509,41 +530,20 @@ void JetStreamSink::OnConnectionLost(natsConnection* nc, void* closure) {
   }
 }
 
-void JetStreamSink::Session::Acked(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
-  Session* self = this;
-  {
-    if (pae != nullptr) {
-      std::string text = pae->ErrText != nullptr && *pae->ErrText != '\0'
-                             ? std::string(pae->ErrText)
-                             : std::string(natsStatus_GetText(pae->Err));
-      const char* seq_text = nullptr;
-      if (natsMsgHeader_Get(msg, kSeqHeader, &seq_text) == NATS_OK) {
-        text = "seq " + std::string(seq_text) + ": " + text;
-      }
-      SinkError why = pae->ErrCode == kWrongLastSequence || pae->ErrCode == kWrongLastMsgId
-                          ? SinkError::kConflict
-                      : pae->Err == NATS_TIMEOUT         ? SinkError::kTimeout
-                      : pae->ErrCode != 0                ? SinkError::kRejected
-                                                         : SinkError::kDisconnected;
-      self->Fail(why, std::move(text));
-    } else if (pa != nullptr) {
-      const char* seq_text = nullptr;
-      uint64_t seq = 0;
-      if (natsMsgHeader_Get(msg, kSeqHeader, &seq_text) == NATS_OK &&
-          ParseU64(seq_text, 10, &seq)) {
-        // The stream stores a row only right after the one before it (expected last
-        // sequence): an ack for seq means every seq before it is stored too.
-        uint64_t prev = self->acked_.load();
-        while (seq > prev && !self->acked_.compare_exchange_weak(prev, seq)) {
-        }
-      }
-      self->acked_n_.fetch_add(1);
-      if (self->waiting_) {
-        std::lock_guard<std::mutex> lock(self->sink_->mu_);
-        self->sink_->cv_.notify_all();
-      }
-    }
+void JetStreamSink::Session::Refused(jsPubAckErr* pae) {
+  std::string text = pae->ErrText != nullptr && *pae->ErrText != '\0'
+                         ? std::string(pae->ErrText)
+                         : std::string(natsStatus_GetText(pae->Err));
+  const char* seq_text = nullptr;
+  if (pae->Msg != nullptr && natsMsgHeader_Get(pae->Msg, kSeqHeader, &seq_text) == NATS_OK) {
+    text = "seq " + std::string(seq_text) + ": " + text;
   }
+  const SinkError why =
+      pae->ErrCode == kWrongLastSequence || pae->ErrCode == kWrongLastMsgId ? SinkError::kConflict
+      : pae->Err == NATS_TIMEOUT                                           ? SinkError::kTimeout
+      : pae->ErrCode != 0                                                  ? SinkError::kRejected
+                                                                           : SinkError::kDisconnected;
+  Fail(why, std::move(text));
 }
 
 void JetStreamSink::Session::Fail(SinkError why, std::string text) {
@@ -607,7 +607,7 @@ Status JetStreamSink::Start() {
   epoch_ = c.epoch;
   journal_last_ = c.last_seq;
   thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "wsb-sink");
+    NameThisThread("wsb-sink");
     Run();
   });
   return Status::OK();

@@ -92,7 +92,7 @@ class JetStreamSink {
   void Run();
   // nats.c's callbacks (closure: the sink, which outlives them): handed to the current session
   // when it is the one they report on.
-  static void OnAck(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
+  static void OnRefused(jsCtx* js, jsPubAckErr* pae, void* closure);
   static void OnConnectionLost(natsConnection* nc, void* closure);
   // Waits up to `ms` or until Stop() (true: stopping), keeping the gauges current.
   bool WaitStopping(int64_t ms);
