@@ -3,7 +3,9 @@
 //
 // It reads the journal through its own read-only Store (WAL: as the replay endpoint, it never
 // blocks the writer) and publishes each row to <subject_prefix>.<topic> with nats.c's
-// asynchronous JetStream publish, at most max_pending without an ack. Nothing on the inbound
+// asynchronous JetStream publish, in batches of at most max_pending rows, each awaited whole
+// (js_PublishAsyncComplete) before the next: an ack per message through a callback cost as much
+// as the publish itself, and a batch is as many rows as came in meanwhile. Nothing on the inbound
 // path waits for it: the writer only tells it the newest seq (NotifyJournaled: a mutex held for
 // an assignment), so a slow, absent or failing cluster only grows the lag.
 //
@@ -36,8 +38,9 @@
 // read them are counted (wsbridge_sink_skipped_total) and logged with their range.
 //
 // Threading: construct and Start() on the main thread; the sink's thread ("wsb-sink") does the
-// work; nats.c's threads only record acks and failures (atomics, and a wake-up). Stop(),
-// NotifyJournaled() and age_hold() may be called from any thread.
+// work; nats.c's threads only report refused publishes and lost connections (to the current
+// session, under session_mu_, and a wake-up). Stop(), NotifyJournaled() and age_hold() may be
+// called from any thread.
 #pragma once
 
 #include <atomic>
