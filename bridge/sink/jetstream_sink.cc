@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <unordered_map>
 #include <vector>
 
 #include "bridge/clock.h"
@@ -20,7 +21,9 @@ std::string SinkSubject(const std::string& prefix, const std::string& topic) {
   std::string out = prefix + ".";
   if (topic.empty()) return out + "_";
   for (unsigned char c : topic) {
-    out += std::isalnum(c) != 0 || c == '_' || c == '-' ? static_cast<char>(c) : '_';
+    const bool safe = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_' || c == '-';  // ASCII, whatever the locale
+    out += safe ? static_cast<char>(c) : '_';
   }
   return out;
 }
@@ -39,15 +42,19 @@ constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 constexpr jsErrCode kWrongLastMsgId = static_cast<jsErrCode>(10070);
 constexpr size_t kReadRows = 256;       // journal rows per read
 constexpr int64_t kMetricsEveryMs = 100;  // lag gauges and the retention hold
-constexpr uint64_t kScanBack = 64;  // messages read back from a stream's end to find ours
+constexpr uint64_t kScanBack = 64;
+constexpr size_t kMaxCachedTopics = 4096;  // subjects kept made; a feed with more starts over  // messages read back from a stream's end to find ours
 
-// A header value: bytes below 0x20, 0x7f and '%' percent-encoded (a CR or LF would end the
-// header; a topic comes from the upstream and may hold anything).
+// A header value: bytes below 0x20, 0x7f, '%', and a space at either end percent-encoded (a CR
+// or LF would end the header, and clients trim blanks at the ends; a topic comes from the
+// upstream and may hold anything).
 std::string HeaderValue(const std::string& v) {
   std::string out;
   out.reserve(v.size());
-  for (unsigned char c : v) {
-    if (c < 0x20 || c == 0x7f || c == '%') {
+  for (size_t i = 0; i < v.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(v[i]);
+    const bool end_space = c == ' ' && (i == 0 || i + 1 == v.size());
+    if (c < 0x20 || c == 0x7f || c == '%' || end_space) {
       char buf[4];
       std::snprintf(buf, sizeof buf, "%%%02X", c);
       out += buf;
@@ -108,7 +115,9 @@ using MsgPtr = std::unique_ptr<natsMsg, NatsDeleter<natsMsg, natsMsg_Destroy>>;
 class JetStreamSink::Session {
  public:
   explicit Session(JetStreamSink* sink)
-      : sink_(sink), cfg_(sink->options_.config), acked_(sink->acked_) {}
+      : sink_(sink), cfg_(sink->options_.config), acked_(sink->acked_) {
+    std::snprintf(epoch_hex_, sizeof epoch_hex_, "%016" PRIx64, sink->epoch_);
+  }
   ~Session() { Close(); }
 
   // Each returns OK or the failure, with its reason in *why.
@@ -145,12 +154,16 @@ class JetStreamSink::Session {
   uint64_t expected_last_ = 0;    // the stream sequence of the row published last
   uint64_t published_n_ = 0;      // publishes handed to nats.c in this session
   uint64_t last_published_ = 0;   // the journal seq of the last of them
+  uint64_t last_handled_ = 0;     // of the last row published or skipped as too large
   std::atomic<uint64_t>& acked_;  // the sink's acked_: the highest journal seq acknowledged
   std::atomic<bool> failed_{false};
   std::mutex failure_mu_;
   SinkError failure_ = SinkError::kDisconnected;
   std::string failure_text_;
   std::vector<JournalRow> rows_;
+  char epoch_hex_[20] = {};  // the database's epoch, 16 hex digits
+  // topic -> (subject, Wsbridge-Topic value)
+  std::unordered_map<std::string, std::pair<std::string, std::string>> topics_;
 
 };
 
@@ -342,38 +355,61 @@ Status JetStreamSink::Session::Sync(SinkError* why) {
 
 Status JetStreamSink::Session::Publish(const JournalRow& row, SinkError* why) {
   const InboundMessage& m = row.msg;
-  const std::string subject = SinkSubject(cfg_.subject_prefix, m.topic);
+  // A topic's subject and header value are made once (a feed has few topics); the numbers go
+  // through stack buffers: per row, only nats.c allocates.
+  auto topic = topics_.find(m.topic);
+  if (topic == topics_.end()) {
+    if (topics_.size() >= kMaxCachedTopics) topics_.clear();
+    topic = topics_
+                .emplace(m.topic, std::make_pair(SinkSubject(cfg_.subject_prefix, m.topic),
+                                                 HeaderValue(m.topic)))
+                .first;
+  }
   natsMsg* raw = nullptr;
-  natsStatus s = natsMsg_Create(&raw, subject.c_str(), nullptr, m.payload.data(),
+  natsStatus s = natsMsg_Create(&raw, topic->second.first.c_str(), nullptr, m.payload.data(),
                                 static_cast<int>(m.payload.size()));
   if (s != NATS_OK) return Status::IOError("nats: cannot create a message: " + NatsError(s));
   MsgPtr msg(raw);
-  const uint64_t epoch = sink_->epoch_;
-  char epoch_hex[20];
-  std::snprintf(epoch_hex, sizeof epoch_hex, "%016" PRIx64, epoch);
-  const std::pair<const char*, std::string> headers[] = {
-      {"Nats-Msg-Id", SinkMsgId(epoch, row.seq)},
-      {"Nats-Expected-Last-Sequence", std::to_string(expected_last_)},
-      {kSeqHeader, std::to_string(row.seq)},
-      {kEpochHeader, epoch_hex},
-      {"Wsbridge-Upstream-Seq", std::to_string(m.upstream_seq)},
-      {"Wsbridge-Topic", HeaderValue(m.topic)},
-      {"Wsbridge-Received-At", std::to_string(m.received_at_unix_ns)},
+  char id[40], prev_id[40], expected[24], seq[24], upstream_seq[24], received_at[24];
+  std::snprintf(id, sizeof id, "%s-%" PRIu64, epoch_hex_, row.seq);
+  std::snprintf(prev_id, sizeof prev_id, "%s-%" PRIu64, epoch_hex_, last_published_);
+  std::snprintf(expected, sizeof expected, "%" PRIu64, expected_last_);
+  std::snprintf(seq, sizeof seq, "%" PRIu64, row.seq);
+  std::snprintf(upstream_seq, sizeof upstream_seq, "%" PRIu64, m.upstream_seq);
+  std::snprintf(received_at, sizeof received_at, "%" PRId64, m.received_at_unix_ns);
+  const std::pair<const char*, const char*> headers[] = {
+      {"Nats-Msg-Id", id},
+      {"Nats-Expected-Last-Sequence", expected},
+      {kSeqHeader, seq},
+      {kEpochHeader, epoch_hex_},
+      {"Wsbridge-Upstream-Seq", upstream_seq},
+      {"Wsbridge-Topic", topic->second.second.c_str()},
+      {"Wsbridge-Received-At", received_at},
+      // After the session's first row, also the previous row's id: a row refused (someone
+      // else's message took its place) must not be followed by the next one landing after the
+      // stranger. (Not on the first: a restarted server may not know its last id until a row
+      // is stored.)
+      {"Nats-Expected-Last-Msg-Id", published_n_ > 0 ? prev_id : nullptr},
+      {"Wsbridge-Binary", m.binary ? "true" : nullptr},  // a binary frame (text: absent)
   };
   for (const auto& [key, value] : headers) {
-    if (s == NATS_OK) s = natsMsgHeader_Set(msg.get(), key, value.c_str());
-  }
-  // After the session's first row, also the previous row's id: a row refused (someone else's
-  // message took its place) must not be followed by the next one landing after the stranger.
-  // (Not on the first: a restarted server may not know its last id until a row is stored.)
-  if (s == NATS_OK && published_n_ > 0) {
-    s = natsMsgHeader_Set(msg.get(), "Nats-Expected-Last-Msg-Id",
-                          SinkMsgId(epoch, last_published_).c_str());
+    if (s == NATS_OK && value != nullptr) s = natsMsgHeader_Set(msg.get(), key, value);
   }
   if (s == NATS_OK) {
     natsMsg* out = msg.release();
     s = js_PublishMsgAsync(js_, &out, nullptr);
     msg.reset(out);  // still ours when the publish failed (nats.c sets it to NULL on success)
+  }
+  if (s == NATS_MAX_PAYLOAD) {
+    // Larger than the server's max_payload: no retry can store it. Counted and logged, never
+    // skipped silently; the rows after it go on (set max_payload above
+    // upstream.max_message_bytes plus 1 KiB of headers to never see this).
+    sink_->stats_->sink.skipped.fetch_add(1, std::memory_order_relaxed);
+    sink_->stats_->sink.errors[static_cast<size_t>(SinkError::kRejected)].fetch_add(1);
+    spdlog::error("sink: seq {} ({} bytes) is larger than the server's max_payload: not in the "
+                  "stream ({})", row.seq, m.payload.size(), NatsError(s));
+    last_handled_ = row.seq;
+    return Status::OK();
   }
   if (s != NATS_OK) {
     *why = SinkError::kDisconnected;
@@ -382,6 +418,7 @@ Status JetStreamSink::Session::Publish(const JournalRow& row, SinkError* why) {
   ++expected_last_;
   ++published_n_;
   last_published_ = row.seq;
+  last_handled_ = row.seq;
   sink_->stats_->sink.published.fetch_add(1, std::memory_order_relaxed);
   return Status::OK();
 }
@@ -408,8 +445,9 @@ Status JetStreamSink::Session::Deliver(SinkError* why) {
     if (!published.ok()) return published.status();
     if (*published == 0) continue;
     if (Status s = AwaitBatch(why); !s.ok() || failed_) return failed_ ? TakeFailure(why) : s;
-    // Every row of the batch is in the stream (a refusal would have failed the session).
-    acked_ = last_published_;
+    // Every row of the batch is in the stream (a refusal would have failed the session), but
+    // for one too large for it, counted and logged.
+    acked_ = last_handled_;
   }
 }
 
@@ -654,21 +692,22 @@ void JetStreamSink::Run() {
   Duration previous = Duration::zero();
   SinkError last_why = SinkError::kCount;
   std::string last_text;
+  bool outage_said = false;  // a failure was logged at warn: say when it is over
   while (true) {
     SinkError why = SinkError::kConnect;
     Status s;
-    bool delivered = false;
+    const uint64_t acked_before = acked_;
     {
       Session session(this);
       s = session.Connect(&why);
       if (s.ok()) s = session.Sync(&why);
       if (s.ok()) {
-        if (attempt > 0 || last_why != SinkError::kCount) {
+        if (outage_said) {
           spdlog::info("sink: connected to {} again", options_.config.servers.size() == 1
                                                           ? options_.config.servers[0]
                                                           : "the cluster");
+          outage_said = false;
         }
-        delivered = true;
         s = session.Deliver(&why);
       }
     }
@@ -676,7 +715,9 @@ void JetStreamSink::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
     }
-    if (delivered) {  // it worked for a while: start the backoff again
+    // The stream took rows: start the backoff again. A session that fails every time after
+    // its sync (a row the server always refuses) keeps backing off.
+    if (acked_ > acked_before) {
       attempt = 0;
       previous = Duration::zero();
     }
@@ -688,6 +729,7 @@ void JetStreamSink::Run() {
     // One line per failure, but a failure that repeats itself exactly is said once.
     if (why != last_why || text != last_text) {
       spdlog::warn("sink: {}; retrying in {}", text, FormatDuration(delay));
+      outage_said = true;
     } else {
       spdlog::debug("sink: {}; retrying in {}", text, FormatDuration(delay));
     }
