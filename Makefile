@@ -38,7 +38,8 @@ clean:
 #                      when absent), then deploy/Dockerfile -> $(IMAGE)
 #   make deploy-check  the image run for real: upstream, bridge and tail on loopback; /readyz,
 #                      messages at the tail, non-root, HEALTHCHECK, SIGTERM; prints size and time
-#   make deploy-lint   YAML/TOML/JSON parse, the daemon accepts the configs, systemd-analyze verify
+#   make deploy-lint   YAML/TOML/JSON parse, the daemon accepts the configs, nats-server -t (the
+#                      JetStream cluster's nats.conf), systemd-analyze verify
 IMAGE ?= wsbridge:dev
 .PHONY: image deploy-check deploy-lint
 
