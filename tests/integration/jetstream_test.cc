@@ -11,6 +11,8 @@
 //   WrongCredentialsRetriedUntilRotated      "authentication refused", counted, retried; a
 //                                            password file fixed later is used without restart
 //   ForeignMessageCostsAConflictNotADuplicate  someone else publishes into the subjects
+//   TlsWithItsCaFile                         tls:// trusted through tls.ca_file; without it
+//                                            refused with the reason
 //   StreamWithOtherSubjectsIsLeftAlone       a clear error, nothing published
 //   RejectedPublishesRetriedNeverSkipped     a full stream (discard new): counted, retried, the
 //                                            rows go in once there is room
@@ -298,6 +300,41 @@ TEST_F(JetStreamTest, ForeignMessageCostsAConflictNotADuplicate) {
   ExpectExactlyOnce(nats.url(), "journal.db");
   ASSERT_OK_AND_ASSIGN(StreamState state, GetStreamState(nats.url(), "WSBRIDGE"));
   EXPECT_EQ(state.messages, kRows + 1u);
+}
+
+// tls:// with sink.jetstream.tls.ca_file: delivered; without it the server's certificate is not
+// trusted: a clear reason, counted, retried.
+TEST_F(JetStreamTest, TlsWithItsCaFile) {
+  const std::string cert = dir_.File("nats-cert.pem"), key = dir_.File("nats-key.pem");
+  const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                          "-days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+                          "-keyout '" + key + "' -out '" + cert + "' >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  NatsServerOptions options;
+  options.tls_cert_file = cert;
+  options.tls_key_file = key;
+  options.auth.ca_file = cert;  // self-signed: its own CA
+  NatsServer nats(dir_.path(), options);
+  ASSERT_OK(nats.Start());
+  ASSERT_EQ(nats.url().rfind("tls://", 0), 0u);
+  constexpr int kRows = 300;
+  StartFeed(kRows, 1000);
+  OsPortBridge untrusted = StartSinkBridge(Servers(nats.url()), {}, "untrusted.db", "untrusted");
+  OsPortBridge trusted = StartSinkBridge(
+      Servers(nats.url()), {"--set=sink.jetstream.tls.ca_file=" + cert,
+                            "--set=sink.jetstream.stream=TRUSTED",
+                            "--set=sink.jetstream.subject_prefix=trusted"},
+      "trusted.db", "trusted");
+  ASSERT_TRUE(WaitCaughtUp(trusted, kRows)) << trusted.child.Stderr();
+  ExpectExactlyOnce(nats.url(), "trusted.db", "TRUSTED", "trusted", options.auth);
+  ASSERT_TRUE(WaitFor([&] {
+    return Metric(untrusted.http_port, "wsbridge_sink_errors_total{reason=\"connect\"}") >= 2 &&
+           Metric(untrusted.http_port, "wsbridge_last_seq") == kRows;
+  })) << untrusted.child.Stderr();
+  const auto lines = LinesWith(untrusted.child.Stderr(), "warning sink: cannot connect to");
+  ASSERT_EQ(lines.size(), 1u) << untrusted.child.Stderr();
+  EXPECT_NE(lines[0].find("certificate"), std::string::npos) << lines[0];
+  EXPECT_EQ(Metric(untrusted.http_port, "wsbridge_sink_published_total"), 0);
 }
 
 TEST_F(JetStreamTest, StreamWithOtherSubjectsIsLeftAlone) {

@@ -97,6 +97,7 @@ struct NatsAuth {
   std::string user;
   std::string password;
   std::string token;
+  std::string ca_file;  // clients: trust this CA (PEM) for a server with TLS
 };
 
 using NatsHeaders = std::map<std::string, std::string>;  // name -> (first) value
@@ -220,6 +221,10 @@ inline StatusOr<NatsClient> NatsClient::Connect(const std::string& urls, const N
     s = natsOptions_SetUserInfo(opts.get(), auth.user.c_str(), auth.password.c_str());
   }
   if (s == NATS_OK && !auth.token.empty()) s = natsOptions_SetToken(opts.get(), auth.token.c_str());
+  if (s == NATS_OK && !auth.ca_file.empty()) s = natsOptions_SetSecure(opts.get(), true);
+  if (s == NATS_OK && !auth.ca_file.empty()) {
+    s = natsOptions_LoadCATrustedCertificates(opts.get(), auth.ca_file.c_str());
+  }
   if (s != NATS_OK) return NatsError("options for " + urls, s);
 
   NatsClient c;
@@ -486,6 +491,9 @@ struct NatsServerOptions {
   // true: the server does not tell clients the other members' URLs, so a client uses only the
   // URLs it was given (say, a fault proxy's) and cannot go around them.
   bool no_advertise = false;
+  // TLS for clients (PEM files): url() is then tls://; clients trust auth.ca_file.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 // One nats-server with JetStream on 127.0.0.1. Made with its ports (client, monitoring,
@@ -562,7 +570,10 @@ class NatsServer {
     return Start(timeout);
   }
 
-  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  std::string url() const {
+    return (options_.tls_cert_file.empty() ? "nats://" : "tls://") + std::string("127.0.0.1:") +
+           std::to_string(port_);
+  }
   int port() const { return port_; }
   int monitor_port() const { return monitor_port_; }  // HTTP: /healthz, /jsz, /varz
   int cluster_port() const { return options_.cluster_port; }
@@ -602,6 +613,10 @@ class NatsServer {
       conf += "  max_file_store: " + std::to_string(options_.max_store_bytes) + "\n";
     }
     conf += "}\n";
+    if (!options_.tls_cert_file.empty()) {
+      conf += "tls {\n  cert_file: " + Quoted(options_.tls_cert_file) + "\n  key_file: " +
+              Quoted(options_.tls_key_file) + "\n}\n";
+    }
     const NatsAuth& a = options_.auth;
     if (!a.user.empty()) {
       conf += "authorization {\n  user: " + Quoted(a.user) + "\n  password: " +
