@@ -65,24 +65,9 @@ constexpr int kMessages100B = 1000000;
 constexpr int kMessages4KiB = 50000;
 std::string HistoryFlag(int n) { return "--history=" + std::to_string(std::min(n, kHistory)); }
 
-// CPU seconds (user + system) used so far, from a stat file of /proc.
-double StatCpuSeconds(const std::string& stat_path) {
-  std::ifstream in(stat_path);
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t p = stat.rfind(')');  // the command name may hold spaces
-  if (p == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(p + 2));
-  std::string f;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i) {  // fields 14 and 15: utime, stime
-    if (i == 14) utime = std::stoull(f);
-    if (i == 15) stime = std::stoull(f);
-  }
-  return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
-}
 
 // CPU seconds a child process has used so far, all its threads.
-double ChildCpuSeconds(pid_t pid) { return StatCpuSeconds("/proc/" + std::to_string(pid) + "/stat"); }
+double ChildCpuSeconds(pid_t pid) { return ProcessCpuSeconds(pid); }
 
 // CPU seconds each thread of a child process has used so far, by thread name (threads of the
 // same name summed), from /proc/<pid>/task/<tid>/stat.

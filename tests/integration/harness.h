@@ -104,6 +104,26 @@ inline std::vector<ThreadInfo> ThreadsOf(pid_t pid) {
   return out;
 }
 
+// CPU seconds (user + system) used so far, from a stat file of /proc (/proc/<pid>/stat, or a
+// thread's /proc/<pid>/task/<tid>/stat); 0 when it cannot be read.
+inline double StatCpuSeconds(const std::string& stat_path) {
+  std::ifstream in(stat_path);
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t p = stat.rfind(')');  // the command name may hold spaces
+  if (p == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(p + 2));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {  // fields 14 and 15: utime, stime
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) stime = std::stoull(f);
+  }
+  return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
+}
+inline double ProcessCpuSeconds(pid_t pid) {
+  return StatCpuSeconds("/proc/" + std::to_string(pid) + "/stat");
+}
+
 inline int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

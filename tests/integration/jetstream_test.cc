@@ -68,7 +68,8 @@ StreamSpec OurStream() {
 
 class JetStreamTest : public ::testing::Test {
  protected:
-  // The reference upstream, producing `count` messages at `rate` per second.
+  // The reference upstream, producing `count` messages at `rate` per second, on upstream_port_
+  // when a test chose it already (to start the bridges first), else on one the OS picks.
   void StartFeed(int count, int rate) {
     upstream_ = StartUpstream(dir_.path(),
                               {"--rate=" + std::to_string(rate), "--count=" + std::to_string(count),
@@ -213,7 +214,7 @@ TEST_F(JetStreamTest, ClusterReplicas3SurvivesAServerKill) {
 TEST_F(JetStreamTest, AbsentAtStartThenCatchesUp) {
   NatsServer nats(dir_.path());  // ports chosen, not started yet
   constexpr int kRows = 600;
-  StartFeed(kRows, 1000);
+  upstream_port_ = FreePort();  // the feed starts once a subscriber listens (below)
   // Two bridges on the same absent server: one needs the sink to be ready, one does not.
   OsPortBridge optional = StartSinkBridge(
       Servers(nats.url()), {"--set=sink.jetstream.stream=OPTIONAL",
@@ -227,6 +228,8 @@ TEST_F(JetStreamTest, AbsentAtStartThenCatchesUp) {
   // Inbound is unaffected: a subscriber gets everything.
   zmq::context_t ctx;
   Subscriber sub(ctx, optional.pub);
+  ASSERT_TRUE(optional.child.WaitForOutput("subscription to topic prefix", "err"));
+  StartFeed(kRows, 1000);
   const ReceivedSpan got = ReceiveUntilSeq(sub, kRows, 30s);
   EXPECT_EQ(got.last_seq, static_cast<uint64_t>(kRows));
   ASSERT_TRUE(WaitFor([&] {

@@ -138,11 +138,23 @@ TEST_F(ConfigTest, DefaultsMatchSpec) {
   EXPECT_FALSE(c.zmq.allow_insecure);
   EXPECT_EQ(c.zmq.curve.secret_key_file, "");
   EXPECT_EQ(c.zmq.curve.authorized_keys_file, "");
+  EXPECT_TRUE(c.sink.jetstream.servers.empty());  // no sink
+  EXPECT_EQ(c.sink.jetstream.stream, "WSBRIDGE");
+  EXPECT_EQ(c.sink.jetstream.subject_prefix, "wsbridge");
+  EXPECT_TRUE(c.sink.jetstream.create_stream);
+  EXPECT_EQ(c.sink.jetstream.replicas, 1);
+  EXPECT_EQ(c.sink.jetstream.user, "");
+  EXPECT_EQ(c.sink.jetstream.password, "");
+  EXPECT_EQ(c.sink.jetstream.token, "");
+  EXPECT_EQ(c.sink.jetstream.credentials_file, "");
+  EXPECT_EQ(c.sink.jetstream.tls.ca_file, "");
+  EXPECT_EQ(c.sink.jetstream.max_pending, 4096);
+  EXPECT_FALSE(c.sink.jetstream.required);
   EXPECT_EQ(c.http.listen, "127.0.0.1:9108");
   EXPECT_EQ(c.log.level, "info");
   EXPECT_EQ(c.log.format, "text");
 
-  EXPECT_EQ(c.sources.size(), 51u);  // one per key
+  EXPECT_EQ(c.sources.size(), 63u);  // one per key
   for (const auto& [key, source] : c.sources) EXPECT_EQ(source, "default") << key;
 }
 
@@ -214,6 +226,22 @@ allow_insecure = true
 secret_key_file = "/etc/wsbridge/server.key"
 authorized_keys_file = "/etc/wsbridge/authorized_keys"
 
+[sink.jetstream]
+servers = ["nats://n1:4222", "tls://n2:4222"]
+stream = "FEED"
+subject_prefix = "feeds.eu"
+create_stream = false
+replicas = 3
+user = "bridge"
+password = "pw"
+token = "tk"
+credentials_file = "/etc/wsbridge/nats.creds"
+max_pending = 100
+required = true
+
+[sink.jetstream.tls]
+ca_file = "/etc/wsbridge/nats-ca.pem"
+
 [http]
 listen = ""
 
@@ -272,6 +300,19 @@ format = "json"
   EXPECT_TRUE(c.zmq.allow_insecure);
   EXPECT_EQ(c.zmq.curve.secret_key_file, "/etc/wsbridge/server.key");
   EXPECT_EQ(c.zmq.curve.authorized_keys_file, "/etc/wsbridge/authorized_keys");
+  EXPECT_EQ(c.sink.jetstream.servers,
+            (std::vector<std::string>{"nats://n1:4222", "tls://n2:4222"}));
+  EXPECT_EQ(c.sink.jetstream.stream, "FEED");
+  EXPECT_EQ(c.sink.jetstream.subject_prefix, "feeds.eu");
+  EXPECT_FALSE(c.sink.jetstream.create_stream);
+  EXPECT_EQ(c.sink.jetstream.replicas, 3);
+  EXPECT_EQ(c.sink.jetstream.user, "bridge");
+  EXPECT_EQ(c.sink.jetstream.password, "pw");
+  EXPECT_EQ(c.sink.jetstream.token, "tk");
+  EXPECT_EQ(c.sink.jetstream.credentials_file, "/etc/wsbridge/nats.creds");
+  EXPECT_EQ(c.sink.jetstream.tls.ca_file, "/etc/wsbridge/nats-ca.pem");
+  EXPECT_EQ(c.sink.jetstream.max_pending, 100);
+  EXPECT_TRUE(c.sink.jetstream.required);
   EXPECT_EQ(c.http.listen, "");
   EXPECT_EQ(c.log.level, "debug");
   EXPECT_EQ(c.log.format, "json");
@@ -631,6 +672,30 @@ TEST_F(ConfigTest, UrlCredentialsAreNotEchoedInErrors) {
   EXPECT_CONTAINS(e, "<redacted>@proxy:1");
 }
 
+// SPEC §11: the sink's servers are checked one by one (the error names the element), the
+// stream name and subject prefix by JetStream's rules, and its secrets never shown.
+TEST_F(ConfigTest, SinkKeysCheckedAndSecretsRedacted) {
+  EXPECT_EQ(LoadError({"--set", R"(sink.jetstream.servers=["nats://a:4222", "http://b"])"}),
+            "sink.jetstream.servers[1]: must be a NATS server URL such as nats://127.0.0.1:4222 "
+            "or tls://host:4222 (got \"http://b\")");
+  EXPECT_STARTS_WITH(LoadError({"--set", "sink.jetstream.stream=A.B"}),
+                     "sink.jetstream.stream: must be a JetStream stream name");
+  EXPECT_STARTS_WITH(LoadError({"--set", "sink.jetstream.subject_prefix=feeds.>"}),
+                     "sink.jetstream.subject_prefix: must be a NATS subject of literal tokens");
+  EXPECT_STARTS_WITH(LoadError({"--set", "sink.jetstream.subject_prefix=a..b"}),
+                     "sink.jetstream.subject_prefix: must be a NATS subject");
+  EXPECT_STARTS_WITH(LoadError({"--set", "sink.jetstream.replicas=7"}), "sink.jetstream.replicas:");
+  Config c = LoadOk({"--set", R"(sink.jetstream.servers=["nats://u:secretpw@n1:4222"])", "--set",
+                     "sink.jetstream.password=pw1", "--set", "sink.jetstream.token=tk1"});
+  const std::string toml = ToToml(c);
+  EXPECT_CONTAINS(toml, R"(servers = ["nats://<redacted>@n1:4222"])");
+  EXPECT_CONTAINS(toml, "password = \"<redacted>\"");
+  EXPECT_CONTAINS(toml, "token = \"<redacted>\"");
+  EXPECT_EQ(toml.find("secretpw"), std::string::npos);
+  EXPECT_EQ(toml.find("pw1"), std::string::npos);
+  EXPECT_EQ(toml.find("tk1"), std::string::npos);
+}
+
 TEST_F(ConfigTest, WrongTypesInFile) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"[upstream]\nconnect_timeout_ms = \"10\"\n",
@@ -798,7 +863,7 @@ TEST_F(ConfigTest, ToTomlEveryLineHasItsSource) {
     EXPECT_NE(line.find(" = "), std::string::npos) << line;
     EXPECT_NE(line.find("  # "), std::string::npos) << line;
   }
-  EXPECT_EQ(keys, 51u);
+  EXPECT_EQ(keys, 63u);
 }
 
 TEST_F(ConfigTest, ToTomlRoundTrips) {
