@@ -2,6 +2,9 @@
 
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -164,7 +167,6 @@ class JetStreamSink::Session {
   char epoch_hex_[20] = {};  // the database's epoch, 16 hex digits
   // topic -> (subject, Wsbridge-Topic value)
   std::unordered_map<std::string, std::pair<std::string, std::string>> topics_;
-
 };
 
 Status JetStreamSink::Session::Connect(SinkError* why) {
@@ -646,6 +648,10 @@ Status JetStreamSink::Start() {
   journal_last_ = c.last_seq;
   thread_ = std::thread([this] {
     NameThisThread("wsb-sink");
+    if (options_.nice != 0) {
+      // Per-thread on Linux, and inherited by the threads nats.c creates from this one.
+      (void)setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), options_.nice);
+    }
     Run();
   });
   return Status::OK();

@@ -70,6 +70,9 @@ struct JetStreamSinkOptions {
   int64_t max_delay_ms = 30000;
   std::string jitter = "full";
   int64_t ack_timeout_ms = 10000;  // no ack for this long with publishes in flight: reconnect
+  // Niceness of the sink's thread and of the threads nats.c starts from it (0: as the daemon):
+  // the sink is background work, the inbound path keeps the CPU (as the replay endpoint).
+  int nice = 10;
 };
 
 class JetStreamSink {
