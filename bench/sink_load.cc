@@ -65,9 +65,9 @@ double InboundRate(const std::string& dir, const NatsServer& nats, int n, bool s
   zmq::context_t ctx;
   Subscriber sub(ctx, ep.pub);
   bridge.WaitForOutput("subscription to topic prefix", "err");
-  Child up = StartUpstream(dir, {"--count=" + std::to_string(n), "--rate=0", "--history=50000",
-                                 "--payload-bytes=100"},
-                           &port, tag + "-upstream");
+  Child up = StartUpstream(
+      dir, {"--count=" + std::to_string(n), "--rate=0", "--history=50000", "--payload-bytes=100"},
+      &port, tag + "-upstream");
   const ReceivedSpan got = ReceiveUntilSeq(sub, n, seconds(30));
   bridge.Kill(SIGTERM);
   if (got.last_seq != static_cast<uint64_t>(n)) {
@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
     with_sink.push_back(InboundRate(dir.path(), nats, n, true, round));
   }
   const double ratio = Median(plain) > 0 ? Median(with_sink) / Median(plain) : 0;
-  if (!with_sink.empty()) std::printf("inbound at saturation, %d messages of 100 B, median of 3 interleaved runs\n", n);
+  if (!with_sink.empty())
+    std::printf("inbound at saturation, %d messages of 100 B, median of 3 interleaved runs\n", n);
   if (!with_sink.empty()) {
     std::printf("  without the sink  %10.0f msg/s\n  with the sink     %10.0f msg/s\n",
                 Median(plain), Median(with_sink));
@@ -155,8 +156,8 @@ int main(int argc, char** argv) {
   // 2. Catch-up: the sink on plain0.db's rows (never delivered) against a plain loop.
   const std::string db = dir.path() + "/plain0.db";
   std::vector<JournalRow> rows;
-  if (auto store = OpenStoreReadOnly(db); !store.ok() ||
-                                         !(*store)->ReadJournal(1, 0, "", n, &rows).ok()) {
+  if (auto store = OpenStoreReadOnly(db);
+      !store.ok() || !(*store)->ReadJournal(1, 0, "", n, &rows).ok()) {
     std::fprintf(stderr, "cannot read %s\n", db.c_str());
     return 1;
   }
@@ -168,7 +169,8 @@ int main(int argc, char** argv) {
     std::snprintf(id, sizeof id, "%016" PRIx64 "-%" PRIu64, epoch, r.seq);
     char hex[20];
     std::snprintf(hex, sizeof hex, "%016" PRIx64, epoch);
-    prepared.push_back({r.msg.topic, r.msg.payload,
+    prepared.push_back({r.msg.topic,
+                        r.msg.payload,
                         {{"Nats-Msg-Id", id},
                          {"Wsbridge-Seq", std::to_string(r.seq)},
                          {"Wsbridge-Epoch", hex},
@@ -208,13 +210,18 @@ int main(int argc, char** argv) {
     sink_rates.push_back(rows.size() / s);
     b.child.Kill(SIGTERM);
   }
-  std::printf("catch-up of %zu rows (100 B), median of 3 interleaved runs; CPU per row of the "
-              "publishing process and of nats-server\n", rows.size());
-  std::printf("  nats.c js_PublishAsync loop  %10.0f msg/s   client %5.2f us   server %5.2f us "
-              "(6 headers)\n", Median(plain_rates), Median(plain_cpu), Median(plain_server));
-  std::printf("  the sink                     %10.0f msg/s   client %5.2f us   server %5.2f us "
-              "(+ expected last sequence and msg id)\n",
-              Median(sink_rates), Median(sink_cpu), Median(sink_server));
+  std::printf(
+      "catch-up of %zu rows (100 B), median of 3 interleaved runs; CPU per row of the "
+      "publishing process and of nats-server\n",
+      rows.size());
+  std::printf(
+      "  nats.c js_PublishAsync loop  %10.0f msg/s   client %5.2f us   server %5.2f us "
+      "(6 headers)\n",
+      Median(plain_rates), Median(plain_cpu), Median(plain_server));
+  std::printf(
+      "  the sink                     %10.0f msg/s   client %5.2f us   server %5.2f us "
+      "(+ expected last sequence and msg id)\n",
+      Median(sink_rates), Median(sink_cpu), Median(sink_server));
   std::printf("  ratio                        %10.2fx   (goal >= 0.7x)\n\n",
               Median(plain_rates) > 0 ? Median(sink_rates) / Median(plain_rates) : 0);
 
@@ -242,19 +249,22 @@ int main(int argc, char** argv) {
   natsConnection_Flush(client->connection());
   const int live = 100000 * scale;
   int port = 0;
-  Child up = StartUpstream(dir.path(), {"--count=" + std::to_string(live), "--rate=10000",
-                                        "--history=" + std::to_string(live)},
-                           &port, "lag-upstream");
+  Child up = StartUpstream(
+      dir.path(),
+      {"--count=" + std::to_string(live), "--rate=10000", "--history=" + std::to_string(live)},
+      &port, "lag-upstream");
   OsPortBridge b = StartOsPortBridge(
       dir.path(), "ws://127.0.0.1:" + std::to_string(port) + "/feed", dir.path() + "/lag.db",
       {"--set=sink.jetstream.servers=" + Servers(nats), "--set=sink.jetstream.stream=LAG",
        "--set=sink.jetstream.subject_prefix=lag", "--set=log.level=info"},
       "lag");
   WaitFor([&] { return Metric(b.http_port, "wsbridge_sink_acked_seq") >= live; }, seconds(120));
-  WaitFor([&] {
-    std::lock_guard<std::mutex> lock(mu);
-    return lags.size() >= static_cast<size_t>(live);
-  }, seconds(10));
+  WaitFor(
+      [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return lags.size() >= static_cast<size_t>(live);
+      },
+      seconds(10));
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
   std::vector<int64_t> v;
@@ -266,8 +276,10 @@ int main(int argc, char** argv) {
   auto pct = [&](double p) {
     return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))] / 1e6;
   };
-  std::printf("sink lag at 10 000 msg/s, %d messages (last 90 %%): received by the bridge -> "
-              "at a NATS subscriber\n", live);
+  std::printf(
+      "sink lag at 10 000 msg/s, %d messages (last 90 %%): received by the bridge -> "
+      "at a NATS subscriber\n",
+      live);
   std::printf("  p50 %.2f ms   p99 %.2f ms   max %.2f ms   (goal p99 <= 50 ms)\n", pct(0.5),
               pct(0.99), v.empty() ? 0.0 : v.back() / 1e6);
   b.child.Kill(SIGTERM);

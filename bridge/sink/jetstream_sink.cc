@@ -43,10 +43,10 @@ constexpr const char* kSeqHeader = "Wsbridge-Seq";
 constexpr const char* kEpochHeader = "Wsbridge-Epoch";
 constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 constexpr jsErrCode kWrongLastMsgId = static_cast<jsErrCode>(10070);
-constexpr size_t kReadRows = 256;       // journal rows per read
-constexpr int64_t kMetricsEveryMs = 100;  // lag gauges and the retention hold
-constexpr uint64_t kScanBack = 64;
-constexpr size_t kMaxCachedTopics = 4096;  // subjects kept made; a feed with more starts over  // messages read back from a stream's end to find ours
+constexpr size_t kReadRows = 256;          // journal rows per read
+constexpr int64_t kMetricsEveryMs = 100;   // lag gauges and the retention hold
+constexpr uint64_t kScanBack = 64;         // messages read back from a stream's end to find ours
+constexpr size_t kMaxCachedTopics = 4096;  // subjects kept made; a feed with more starts over
 
 // A header value: bytes below 0x20, 0x7f, '%', and a space at either end percent-encoded (a CR
 // or LF would end the header, and clients trim blanks at the ends; a topic comes from the
@@ -176,13 +176,13 @@ Status JetStreamSink::Session::Connect(SinkError* why) {
   OptionsPtr opts(raw);
   std::vector<const char*> servers;
   for (const std::string& s : cfg_.servers) servers.push_back(s.c_str());
-  std::string secret;
   auto expand = [&](const std::string& value, const char* key) -> StatusOr<std::string> {
     auto v = ExpandFileRefs(value);
     if (!v.ok()) return Status::InvalidArgument(std::string(key) + ": " + v.status().message());
     return v;
   };
-  natsStatus s = natsOptions_SetServers(opts.get(), servers.data(), static_cast<int>(servers.size()));
+  natsStatus s =
+      natsOptions_SetServers(opts.get(), servers.data(), static_cast<int>(servers.size()));
   if (s == NATS_OK) s = natsOptions_SetName(opts.get(), "wsbridge");
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts.get(), 2000);
   // Reconnection is the sink's own (backoff, then reading the stream again), not nats.c's.
@@ -203,13 +203,12 @@ Status JetStreamSink::Session::Connect(SinkError* why) {
     s = natsOptions_SetToken(opts.get(), token->c_str());
   }
   if (s == NATS_OK && !cfg_.credentials_file.empty()) {
-    s = natsOptions_SetUserCredentialsFromFiles(opts.get(), cfg_.credentials_file.c_str(),
-                                                nullptr);
+    s = natsOptions_SetUserCredentialsFromFiles(opts.get(), cfg_.credentials_file.c_str(), nullptr);
   }
-  const bool tls = std::any_of(cfg_.servers.begin(), cfg_.servers.end(), [](const std::string& u) {
-    return u.rfind("tls://", 0) == 0;
-  });
-  if (s == NATS_OK && (tls || !cfg_.tls.ca_file.empty())) s = natsOptions_SetSecure(opts.get(), true);
+  const bool tls = std::any_of(cfg_.servers.begin(), cfg_.servers.end(),
+                               [](const std::string& u) { return u.rfind("tls://", 0) == 0; });
+  if (s == NATS_OK && (tls || !cfg_.tls.ca_file.empty()))
+    s = natsOptions_SetSecure(opts.get(), true);
   if (s == NATS_OK && !cfg_.tls.ca_file.empty()) {
     s = natsOptions_LoadCATrustedCertificates(opts.get(), cfg_.tls.ca_file.c_str());
   }
@@ -230,9 +229,9 @@ Status JetStreamSink::Session::Connect(SinkError* why) {
                       text.find("uthentication") != std::string::npos;
     *why = auth ? SinkError::kAuth : SinkError::kConnect;
     nc_ = nullptr;
-    return Status::Unavailable(std::string(auth ? "authentication refused by " : "cannot connect to ") +
-                               (cfg_.servers.size() == 1 ? cfg_.servers[0] : "the servers") +
-                               ": " + text);
+    return Status::Unavailable(
+        std::string(auth ? "authentication refused by " : "cannot connect to ") +
+        (cfg_.servers.size() == 1 ? cfg_.servers[0] : "the servers") + ": " + text);
   }
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -273,8 +272,8 @@ Status JetStreamSink::Session::Sync(SinkError* why) {
     s = js_AddStream(&raw, js_, &sc, nullptr, &jerr);
     if (s != NATS_OK) {
       return Status::Unavailable("cannot create stream " + name + " (subjects " + subjects +
-                                 ", replicas " + std::to_string(cfg_.replicas) + "): " +
-                                 NatsError(s));
+                                 ", replicas " + std::to_string(cfg_.replicas) +
+                                 "): " + NatsError(s));
     }
     spdlog::info("sink: created stream {} (subjects {}, replicas {})", name, subjects,
                  cfg_.replicas);
@@ -293,9 +292,9 @@ Status JetStreamSink::Session::Sync(SinkError* why) {
   if (!covered) {
     *why = SinkError::kStreamMismatch;
     return Status::InvalidArgument("stream " + name + " exists with subjects [" + theirs +
-                                      "], not " + subjects +
-                                      ": not publishing (add the subjects to the stream, or set "
-                                      "sink.jetstream.subject_prefix / stream)");
+                                   "], not " + subjects +
+                                   ": not publishing (add the subjects to the stream, or set "
+                                   "sink.jetstream.subject_prefix / stream)");
   }
 
   // Where the stream stands for this database: the headers of the last message a bridge wrote
@@ -303,8 +302,8 @@ Status JetStreamSink::Session::Sync(SinkError* why) {
   const uint64_t stream_last = info->State.LastSeq;
   uint64_t their_epoch = 0, their_seq = 0;
   bool ours = false;
-  for (uint64_t seq = stream_last; info->State.Msgs > 0 && seq >= info->State.FirstSeq &&
-                                   seq > 0 && stream_last - seq < kScanBack;
+  for (uint64_t seq = stream_last; info->State.Msgs > 0 && seq >= info->State.FirstSeq && seq > 0 &&
+                                   stream_last - seq < kScanBack;
        --seq) {
     natsMsg* m = nullptr;
     s = js_GetMsg(&m, js_, name.c_str(), seq, nullptr, &jerr);
@@ -321,9 +320,10 @@ Status JetStreamSink::Session::Sync(SinkError* why) {
         ParseU64(epoch_text, 16, &their_epoch) && ParseU64(seq_text, 10, &their_seq)) {
       ours = their_epoch == sink_->epoch_;
       if (seq != stream_last) {
-        spdlog::warn("sink: stream {} has {} message(s) after the last one a bridge wrote "
-                     "(stream sequence {}): published by someone else into {}", name,
-                     stream_last - seq, seq, subjects);
+        spdlog::warn(
+            "sink: stream {} has {} message(s) after the last one a bridge wrote "
+            "(stream sequence {}): published by someone else into {}",
+            name, stream_last - seq, seq, subjects);
       }
       break;
     }
@@ -334,17 +334,23 @@ Status JetStreamSink::Session::Sync(SinkError* why) {
   if (ours) {
     next_ = their_seq + 1;
     if (their_seq > bounds->last_seq) {
-      spdlog::warn("sink: stream {} holds seq {} of this database's epoch, past the journal's "
-                   "last seq {} (the database was restored from an older copy?): continuing "
-                   "after seq {}", name, their_seq, bounds->last_seq, their_seq);
+      spdlog::warn(
+          "sink: stream {} holds seq {} of this database's epoch, past the journal's "
+          "last seq {} (the database was restored from an older copy?): continuing "
+          "after seq {}",
+          name, their_seq, bounds->last_seq, their_seq);
     }
-    spdlog::info("sink: stream {} holds this journal up to seq {} (stream sequence {}): "
-                 "continuing after it", name, their_seq, stream_last);
+    spdlog::info(
+        "sink: stream {} holds this journal up to seq {} (stream sequence {}): "
+        "continuing after it",
+        name, their_seq, stream_last);
   } else {
     next_ = journal_first;
     if (info->State.Msgs > 0 && their_epoch != 0) {
-      spdlog::info("sink: stream {} ends with epoch {:016x}, this database is epoch {:016x}: a new "
-                   "history from seq {}", name, their_epoch, sink_->epoch_, next_);
+      spdlog::info(
+          "sink: stream {} ends with epoch {:016x}, this database is epoch {:016x}: a new "
+          "history from seq {}",
+          name, their_epoch, sink_->epoch_, next_);
     } else {
       spdlog::info("sink: stream {} holds nothing of this database: publishing from seq {}", name,
                    next_);
@@ -408,8 +414,10 @@ Status JetStreamSink::Session::Publish(const JournalRow& row, SinkError* why) {
     // upstream.max_message_bytes plus 1 KiB of headers to never see this).
     sink_->stats_->sink.skipped.fetch_add(1, std::memory_order_relaxed);
     sink_->stats_->sink.errors[static_cast<size_t>(SinkError::kRejected)].fetch_add(1);
-    spdlog::error("sink: seq {} ({} bytes) is larger than the server's max_payload: not in the "
-                  "stream ({})", row.seq, m.payload.size(), NatsError(s));
+    spdlog::error(
+        "sink: seq {} ({} bytes) is larger than the server's max_payload: not in the "
+        "stream ({})",
+        row.seq, m.payload.size(), NatsError(s));
     last_handled_ = row.seq;
     return Status::OK();
   }
@@ -519,8 +527,10 @@ Status JetStreamSink::Session::AwaitBatch(SinkError* why) {
 void JetStreamSink::Session::Skip(uint64_t from, uint64_t to, bool idle) {
   const uint64_t n = to - from + 1;
   sink_->stats_->sink.skipped.fetch_add(n, std::memory_order_relaxed);
-  spdlog::error("sink: seq {}..{} ({} rows) were trimmed by journal.max_rows/max_bytes before "
-                "the sink delivered them: they are not in the stream", from, to, n);
+  spdlog::error(
+      "sink: seq {}..{} ({} rows) were trimmed by journal.max_rows/max_bytes before "
+      "the sink delivered them: they are not in the stream",
+      from, to, n);
   // Nothing in flight: they count as delivered (the retention hold moves on); otherwise the
   // batch's completion moves it past them.
   if (idle) acked_ = std::max<uint64_t>(acked_, to);
@@ -578,11 +588,11 @@ void JetStreamSink::Session::Refused(jsPubAckErr* pae) {
   if (pae->Msg != nullptr && natsMsgHeader_Get(pae->Msg, kSeqHeader, &seq_text) == NATS_OK) {
     text = "seq " + std::string(seq_text) + ": " + text;
   }
-  const SinkError why =
-      pae->ErrCode == kWrongLastSequence || pae->ErrCode == kWrongLastMsgId ? SinkError::kConflict
-      : pae->Err == NATS_TIMEOUT                                           ? SinkError::kTimeout
-      : pae->ErrCode != 0                                                  ? SinkError::kRejected
-                                                                           : SinkError::kDisconnected;
+  const SinkError why = pae->ErrCode == kWrongLastSequence || pae->ErrCode == kWrongLastMsgId
+                            ? SinkError::kConflict
+                        : pae->Err == NATS_TIMEOUT ? SinkError::kTimeout
+                        : pae->ErrCode != 0        ? SinkError::kRejected
+                                                   : SinkError::kDisconnected;
   Fail(why, std::move(text));
 }
 
@@ -641,7 +651,8 @@ Status JetStreamSink::Start() {
   so.path = options_.db_path;
   so.read_only = true;
   auto store = Store::Open(so);
-  if (!store.ok()) return Status::IOError("sink: opening the journal: " + store.status().ToString());
+  if (!store.ok())
+    return Status::IOError("sink: opening the journal: " + store.status().ToString());
   store_ = std::move(*store);
   const Cursor c = store_->cursor();
   epoch_ = c.epoch;

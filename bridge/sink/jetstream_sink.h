@@ -65,7 +65,7 @@ std::string SinkMsgId(uint64_t epoch, uint64_t seq);
 
 struct JetStreamSinkOptions {
   JetStreamConfig config;
-  std::string db_path;  // the daemon's database, opened read-only
+  std::string db_path;          // the daemon's database, opened read-only
   int64_t base_delay_ms = 500;  // reconnect backoff (reconnect.*)
   int64_t max_delay_ms = 30000;
   std::string jitter = "full";

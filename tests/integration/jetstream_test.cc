@@ -87,9 +87,9 @@ class JetStreamTest : public ::testing::Test {
                                     "--set=reconnect.base_delay_ms=50",
                                     "--set=reconnect.max_delay_ms=500"};
     all.insert(all.end(), flags.begin(), flags.end());
-    OsPortBridge b = StartOsPortBridge(
-        dir_.path(), "ws://127.0.0.1:" + std::to_string(upstream_port_) + "/feed",
-        dir_.File(db), all, tag);
+    OsPortBridge b =
+        StartOsPortBridge(dir_.path(), "ws://127.0.0.1:" + std::to_string(upstream_port_) + "/feed",
+                          dir_.File(db), all, tag);
     EXPECT_NE(b.http_port, 0) << b.child.Stderr();
     return b;
   }
@@ -119,8 +119,8 @@ class JetStreamTest : public ::testing::Test {
     std::set<std::string> ids;
     std::vector<const StreamMessage*> ours;
     for (const StreamMessage& m : msgs) {
-      EXPECT_TRUE(ids.insert(m.headers.count("Nats-Msg-Id") ? m.headers.at("Nats-Msg-Id") : "")
-                      .second)
+      EXPECT_TRUE(
+          ids.insert(m.headers.count("Nats-Msg-Id") ? m.headers.at("Nats-Msg-Id") : "").second)
           << "Nats-Msg-Id twice: " << m.headers.at("Nats-Msg-Id");
       auto e = m.headers.find("Wsbridge-Epoch");
       if (e != m.headers.end() && e->second == Hex16(cursor->epoch)) ours.push_back(&m);
@@ -226,13 +226,13 @@ TEST_F(JetStreamTest, AbsentAtStartThenCatchesUp) {
   upstream_port_ = FreePort();  // the feed starts once a subscriber listens (below)
   // Two bridges on the same absent server: one needs the sink to be ready, one does not.
   OsPortBridge optional = StartSinkBridge(
-      Servers(nats.url()), {"--set=sink.jetstream.stream=OPTIONAL",
-                            "--set=sink.jetstream.subject_prefix=optional"},
+      Servers(nats.url()),
+      {"--set=sink.jetstream.stream=OPTIONAL", "--set=sink.jetstream.subject_prefix=optional"},
       "optional.db", "optional");
   OsPortBridge required = StartSinkBridge(
-      Servers(nats.url()), {"--set=sink.jetstream.stream=REQUIRED",
-                            "--set=sink.jetstream.subject_prefix=required",
-                            "--set=sink.jetstream.required=true"},
+      Servers(nats.url()),
+      {"--set=sink.jetstream.stream=REQUIRED", "--set=sink.jetstream.subject_prefix=required",
+       "--set=sink.jetstream.required=true"},
       "required.db", "required");
   // Inbound is unaffected: a subscriber gets everything.
   zmq::context_t ctx;
@@ -247,8 +247,8 @@ TEST_F(JetStreamTest, AbsentAtStartThenCatchesUp) {
   })) << required.child.Stderr();
   EXPECT_EQ(Metric(optional.http_port, "wsbridge_sink_connected"), 0);
   // The gauges follow within 100 ms.
-  EXPECT_TRUE(WaitFor(
-      [&] { return Metric(optional.http_port, "wsbridge_sink_lag_messages") == kRows; }));
+  EXPECT_TRUE(
+      WaitFor([&] { return Metric(optional.http_port, "wsbridge_sink_lag_messages") == kRows; }));
   EXPECT_EQ(HttpGet(optional.http_port, "/readyz").substr(0, 3), "200");
   const std::string readyz = HttpGet(required.http_port, "/readyz");
   EXPECT_EQ(readyz.substr(0, 3), "503") << readyz;
@@ -259,7 +259,8 @@ TEST_F(JetStreamTest, AbsentAtStartThenCatchesUp) {
   ASSERT_OK(nats.Start());
   ASSERT_TRUE(WaitCaughtUp(optional, kRows)) << optional.child.Stderr();
   ASSERT_TRUE(WaitCaughtUp(required, kRows)) << required.child.Stderr();
-  EXPECT_TRUE(WaitFor([&] { return HttpGet(required.http_port, "/readyz").substr(0, 3) == "200"; }));
+  EXPECT_TRUE(
+      WaitFor([&] { return HttpGet(required.http_port, "/readyz").substr(0, 3) == "200"; }));
   ExpectExactlyOnce(nats.url(), "optional.db", "OPTIONAL", "optional");
   ExpectExactlyOnce(nats.url(), "required.db", "REQUIRED", "required");
 }
@@ -308,7 +309,8 @@ TEST_F(JetStreamTest, ForeignMessageCostsAConflictNotADuplicate) {
   ASSERT_TRUE(WaitCaughtUp(bridge, kRows)) << bridge.child.Stderr();
   EXPECT_GE(Metric(bridge.http_port, "wsbridge_sink_errors_total{reason=\"conflict\"}"), 1);
   EXPECT_EQ(LinesWith(bridge.child.Stderr(), "published by someone else into wsbridge.>").size(),
-            1u) << bridge.child.Stderr();
+            1u)
+      << bridge.child.Stderr();
   ExpectExactlyOnce(nats.url(), "journal.db");
   ASSERT_OK_AND_ASSIGN(StreamState state, GetStreamState(nats.url(), "WSBRIDGE"));
   EXPECT_EQ(state.messages, kRows + 1u);
@@ -318,9 +320,11 @@ TEST_F(JetStreamTest, ForeignMessageCostsAConflictNotADuplicate) {
 // trusted: a clear reason, counted, retried.
 TEST_F(JetStreamTest, TlsWithItsCaFile) {
   const std::string cert = dir_.File("nats-cert.pem"), key = dir_.File("nats-key.pem");
-  const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-                          "-days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
-                          "-keyout '" + key + "' -out '" + cert + "' >/dev/null 2>&1";
+  const std::string cmd =
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      "-days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+      "-keyout '" +
+      key + "' -out '" + cert + "' >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   NatsServerOptions options;
   options.tls_cert_file = cert;
@@ -333,9 +337,9 @@ TEST_F(JetStreamTest, TlsWithItsCaFile) {
   StartFeed(kRows, 1000);
   OsPortBridge untrusted = StartSinkBridge(Servers(nats.url()), {}, "untrusted.db", "untrusted");
   OsPortBridge trusted = StartSinkBridge(
-      Servers(nats.url()), {"--set=sink.jetstream.tls.ca_file=" + cert,
-                            "--set=sink.jetstream.stream=TRUSTED",
-                            "--set=sink.jetstream.subject_prefix=trusted"},
+      Servers(nats.url()),
+      {"--set=sink.jetstream.tls.ca_file=" + cert, "--set=sink.jetstream.stream=TRUSTED",
+       "--set=sink.jetstream.subject_prefix=trusted"},
       "trusted.db", "trusted");
   ASSERT_TRUE(WaitCaughtUp(trusted, kRows)) << trusted.child.Stderr();
   ExpectExactlyOnce(nats.url(), "trusted.db", "TRUSTED", "trusted", options.auth);
@@ -370,7 +374,8 @@ TEST_F(JetStreamTest, StreamWithOtherSubjectsIsLeftAlone) {
   StartFeed(kRows, 1000);
   OsPortBridge bridge = StartSinkBridge(Servers(nats.url()));
   ASSERT_TRUE(WaitFor([&] {
-    return Metric(bridge.http_port, "wsbridge_sink_errors_total{reason=\"stream_mismatch\"}") >= 2 &&
+    return Metric(bridge.http_port, "wsbridge_sink_errors_total{reason=\"stream_mismatch\"}") >=
+               2 &&
            Metric(bridge.http_port, "wsbridge_last_seq") == kRows;
   })) << bridge.child.Stderr();
   const auto lines = LinesWith(bridge.child.Stderr(), "warning sink: stream WSBRIDGE exists");
@@ -432,8 +437,7 @@ TEST_F(JetStreamTest, BlackholeGrowsTheLagNotInbound) {
   ASSERT_NE(proxy.port, 0);
   constexpr int kRows = 4000;
   StartFeed(kRows, 1000);
-  OsPortBridge bridge =
-      StartSinkBridge(Servers("nats://127.0.0.1:" + std::to_string(proxy.port)));
+  OsPortBridge bridge = StartSinkBridge(Servers("nats://127.0.0.1:" + std::to_string(proxy.port)));
   zmq::context_t ctx;
   Subscriber sub(ctx, bridge.pub);
   ASSERT_TRUE(WaitFor([&] { return Metric(bridge.http_port, "wsbridge_sink_acked_seq") >= 300; }))
@@ -448,7 +452,8 @@ TEST_F(JetStreamTest, BlackholeGrowsTheLagNotInbound) {
   EXPECT_GT(Metric(bridge.http_port, "wsbridge_sink_lag_messages"), 1000);
   ASSERT_TRUE(WaitFor([&] {
     return Metric(bridge.http_port, "wsbridge_sink_errors_total{reason=\"disconnected\"}") +
-               Metric(bridge.http_port, "wsbridge_sink_errors_total{reason=\"timeout\"}") >= 1;
+               Metric(bridge.http_port, "wsbridge_sink_errors_total{reason=\"timeout\"}") >=
+           1;
   })) << bridge.child.Stderr();
   EXPECT_GT(Metric(bridge.http_port, "wsbridge_sink_lag_seconds"), 0.5);
   ASSERT_EQ(FaultProxyCommand(proxy.control_port, "pass"), "ok");
@@ -488,13 +493,16 @@ TEST_F(JetStreamTest, RetentionWaitsForTheSinkButNotTheRowBound) {
   constexpr int kRows = 50;
   StartFeed(kRows, 1000);
   // max_age_s = 1: without the sink, the rows would be gone a second after they came.
-  OsPortBridge aged = StartSinkBridge(Servers(nats.url()), {"--set=journal.max_age_s=1"},
-                                      "aged.db", "aged");
-  ASSERT_TRUE(WaitFor([&] {
-    auto rows = ReadJournalRows(dir_.File("aged.db"));
-    return rows.size() == kRows &&
-           rows.front().msg.received_at_unix_ns < (WallNowUs() - 2500000) * 1000;
-  }, 20s)) << "rows older than max_age_s were trimmed before the sink delivered them";
+  OsPortBridge aged =
+      StartSinkBridge(Servers(nats.url()), {"--set=journal.max_age_s=1"}, "aged.db", "aged");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto rows = ReadJournalRows(dir_.File("aged.db"));
+        return rows.size() == kRows &&
+               rows.front().msg.received_at_unix_ns < (WallNowUs() - 2500000) * 1000;
+      },
+      20s))
+      << "rows older than max_age_s were trimmed before the sink delivered them";
   EXPECT_EQ(ReadBounds(dir_.File("aged.db"))->first_seq, 1u);
   ASSERT_OK(nats.Start());
   ASSERT_TRUE(WaitCaughtUp(aged, kRows)) << aged.child.Stderr();
@@ -507,13 +515,15 @@ TEST_F(JetStreamTest, RetentionWaitsForTheSinkButNotTheRowBound) {
   // logged by range, and the stream goes on after the gap.
   constexpr int kMore = 1000;
   upstream_port_ = 0;
-  Child feed = StartUpstream(dir_.path(), {"--rate=1000", "--count=" + std::to_string(kMore),
-                                           "--history=" + std::to_string(kMore)},
-                             &upstream_port_, "upstream2");
-  OsPortBridge bounded = StartSinkBridge(
-      Servers(nats.url()), {"--set=journal.max_rows=100", "--set=sink.jetstream.stream=BOUNDED",
-                            "--set=sink.jetstream.subject_prefix=bounded"},
-      "bounded.db", "bounded");
+  Child feed = StartUpstream(
+      dir_.path(),
+      {"--rate=1000", "--count=" + std::to_string(kMore), "--history=" + std::to_string(kMore)},
+      &upstream_port_, "upstream2");
+  OsPortBridge bounded =
+      StartSinkBridge(Servers(nats.url()),
+                      {"--set=journal.max_rows=100", "--set=sink.jetstream.stream=BOUNDED",
+                       "--set=sink.jetstream.subject_prefix=bounded"},
+                      "bounded.db", "bounded");
   ASSERT_TRUE(WaitFor([&] { return Metric(bounded.http_port, "wsbridge_sink_acked_seq") >= 50; }))
       << bounded.child.Stderr();
   nats.Kill(SIGKILL);
