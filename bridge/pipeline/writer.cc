@@ -139,6 +139,7 @@ bool Writer::CommitAndPublish(bool give_back_payloads) {
   // G1: only now, after the commit, do the messages leave the process.
   Publish(result.first_seq);
   if (on_journaled_ && !batch_.inbound.empty()) on_journaled_(c.last_seq);
+  rows_since_trim_ += batch_.inbound.size();
   if (give_back_payloads && !batch_.inbound.empty()) {
     for (InboundMessage& m : batch_.inbound) spent_.push_back(std::move(m.payload));
     queue_->GiveBack(&spent_);
@@ -190,6 +191,8 @@ bool Writer::TryCommitInline(std::vector<InboundFrame>* frames) {
     }
   }
   DrainSubscriptions();  // the XPUB's notifications may have been consumed by these sends
+  // Retention is the writer thread's: wake it once a step's worth of rows came in this way.
+  if (rows_since_trim_ >= TrimPace()) queue_->Wake();
   return true;
 }
 
@@ -201,7 +204,7 @@ void Writer::Run() {
                              {nullptr, queue_->wake_fd(), ZMQ_POLLIN, 0}};
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    MaybeTrim();
+    MaybeTrim(/*after_commit=*/false);
     DrainSubscriptions();
     link_events_->TakeAll(&events_);
     outbound_.HandleEvents(events_, &batch_);
@@ -216,7 +219,9 @@ void Writer::Run() {
     }
     if (batch_.inbound.empty()) FillBatch();
     if (!batch_.empty()) {
-      if (!CommitAndPublish(/*give_back_payloads=*/true)) {
+      const bool committed = CommitAndPublish(/*give_back_payloads=*/true);
+      if (committed) MaybeTrim(/*after_commit=*/true);  // over by this batch at most
+      if (!committed) {
         // Inbound rows stay in the batch for the retry; producers got REJECTED_STORAGE.
         if (stopping) {
           spdlog::error("storage: stopping with {} uncommitted message(s); the upstream will "
@@ -237,7 +242,8 @@ void Writer::Run() {
       continue;
     }
     lock.unlock();
-    zmq::poll(items, 3, std::chrono::milliseconds(1000));
+    // Idle: wait for work, or go straight back to a retention backlog.
+    zmq::poll(items, 3, std::chrono::milliseconds(trim_behind_ ? 0 : 1000));
     lock.lock();
   }
 }
@@ -265,22 +271,28 @@ void Writer::UpdateOutboxGauges() {
   stats_->outbox_oldest_unix_ns = o->oldest_accepted_unix_ns;
 }
 
-void Writer::MaybeTrim() {
+void Writer::MaybeTrim(bool after_commit) {
+  // Retention keeps pace with the inserts: a step right after each of this thread's commits,
+  // as soon as a step's worth of rows came in by the I/O thread's, while the last step found
+  // more than it could delete, and at least every trim_interval_ms (the age bound on a quiet
+  // feed). A step on a journal within its bounds reads one row and writes nothing.
   int64_t now = NowNs();
-  if (now - last_trim_ns_ < options_.trim_interval_ms * 1000000LL) return;
+  const bool due = (after_commit && rows_since_trim_ > 0) || trim_behind_ ||
+                   rows_since_trim_ >= TrimPace() ||
+                   now - last_trim_ns_ >= options_.trim_interval_ms * 1000000LL;
+  if (!due) return;
   last_trim_ns_ = now;
-  // Small steps: a large backlog of expired rows is worked off over several calls, so the
-  // inbound path never waits long behind a trim.
+  // Each step deletes what came in since the last one and a fixed step more, so a backlog
+  // shrinks while the feed runs; each stays short, so the inbound path never waits long.
+  const uint64_t step = options_.trim_step_rows + rows_since_trim_;
+  rows_since_trim_ = 0;
+  const uint64_t hold = age_hold_ != nullptr ? std::max<uint64_t>(1, age_hold_->load()) : 0;
+  auto trimmed = store_->TrimJournal(WallNowNs(), step, hold);
+  trim_behind_ = trimmed.ok() && *trimmed == step;  // more to do: trim again at once
+  if (!trimmed.ok()) spdlog::warn("journal: trim failed: {}", trimmed.status().ToString());
   if (auto b = store_->Bounds(); b.ok()) {
     stats_->journal_rows = static_cast<int64_t>(b->rows);
     stats_->journal_bytes = static_cast<int64_t>(b->bytes);
-  }
-  const uint64_t hold = age_hold_ != nullptr ? std::max<uint64_t>(1, age_hold_->load()) : 0;
-  auto trimmed = store_->TrimJournal(WallNowNs(), options_.trim_step_rows, hold);
-  if (!trimmed.ok()) {
-    spdlog::warn("journal: trim failed: {}", trimmed.status().ToString());
-  } else if (*trimmed == options_.trim_step_rows) {
-    last_trim_ns_ = 0;  // more to do: trim again on the next turn
   }
 }
 

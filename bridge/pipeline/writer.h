@@ -30,6 +30,7 @@
 // TryCommitInline() on the I/O thread. Stop() and the accessors may be called from any thread.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -111,7 +112,11 @@ class Writer {
   // there (InboundQueue::GiveBack says why).
   bool CommitAndPublish(bool give_back_payloads);
   void Publish(uint64_t first_seq);
-  void MaybeTrim();  // journal retention in small steps
+  // Journal retention in small steps, keeping pace with the inserts; `after_commit`: called
+  // right after this thread committed rows.
+  void MaybeTrim(bool after_commit);
+  // Rows committed that make a retention step due.
+  uint64_t TrimPace() const { return std::max<uint64_t>(1, options_.trim_step_rows / 5); }
   void DrainSubscriptions();  // XPUB: count (un)subscriptions for logs and metrics
   void UpdateOutboxGauges();
 
@@ -144,6 +149,8 @@ class Writer {
   std::vector<std::string> spent_;  // published payloads on their way to GiveBack()
   uint64_t accepted_upstream_seq_ = 0;  // highest upstream seq in the journal or current batch
   int64_t last_trim_ns_ = 0;
+  uint64_t rows_since_trim_ = 0;  // journaled since the last retention step
+  bool trim_behind_ = false;      // the last step deleted all it could: more to trim
   std::vector<LinkEvent> events_;
 };
 

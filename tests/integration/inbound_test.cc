@@ -101,6 +101,36 @@ TEST(Inbound, SigkillMidStreamKeepsJournalExact) {
   EXPECT_NE(bridge.Stderr().find("resuming after upstream seq"), std::string::npos);
 }
 
+// Retention keeps pace with the inserts (issue 20): at the upstream's full rate the journal never
+// exceeds journal.max_rows by more than 10 % or one batch (4 096 rows), and is back under it
+// within 2 s of the feed stopping. (It used to trim 5 000 rows a second: 10x its bound.)
+TEST(Inbound, RetentionKeepsPaceAtFullRate) {
+  TempDir dir;
+  int port = 0;
+  constexpr uint64_t kCount = 300000, kBound = 20000;
+  Child upstream = StartUpstream(
+      dir.path(), {"--rate=0", "--count=" + std::to_string(kCount), "--history=50000"}, &port);
+  ASSERT_NE(port, 0);
+  const std::string db = dir.File("bounded.db");
+  Child bridge = StartBridge(dir.path(), Url(port), db,
+                             {"--set=journal.max_rows=" + std::to_string(kBound)}, nullptr);
+  uint64_t peak = 0;
+  auto sample = [&] {
+    auto b = ReadBounds(db);
+    if (b) peak = std::max(peak, b->rows);
+    return b;
+  };
+  ASSERT_TRUE(WaitFor([&] {
+    auto b = sample();
+    return b && b->last_seq == kCount;
+  }, std::chrono::seconds(120))) << bridge.Stderr();
+  EXPECT_TRUE(WaitFor([&] {
+    auto b = sample();
+    return b && b->rows <= kBound;
+  }, std::chrono::seconds(2))) << "still over journal.max_rows 2 s after the feed stopped";
+  EXPECT_LE(peak, std::max<uint64_t>(kBound + kBound / 10, kBound + 4096)) << "peak " << peak;
+}
+
 // Frames above upstream.max_message_bytes close the connection with 1009; nothing is journaled.
 TEST(Inbound, OversizedFrameClosesWith1009) {
   TempDir dir;
