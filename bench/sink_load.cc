@@ -39,13 +39,8 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-// A sample's value in the text of /metrics, -1 when absent.
-double Metric(int http_port, const std::string& name) {
-  const std::string reply = HttpGet(http_port, "/metrics");
-  const std::string key = "\n" + name + " ";
-  size_t p = reply.find(key);
-  return p == std::string::npos ? -1 : std::stod(reply.substr(p + key.size()));
-}
+// A sample of the daemon's /metrics, -1 when absent (harness).
+double Metric(int http_port, const std::string& name) { return MetricAt(http_port, name); }
 
 std::string Servers(const NatsServer& nats) { return "[\"" + nats.url() + "\"]"; }
 

@@ -187,14 +187,7 @@ struct Bridge : OsPortBridge {
   // (wsbridge_reconnects_total{reason="extension"}); -1 when there is no such sample.
   double Metric(const std::string& sample) const { return MetricIn(Metrics(), sample); }
   static double MetricIn(const std::string& metrics, const std::string& sample) {
-    std::istringstream in(metrics);
-    for (std::string line; std::getline(in, line);) {
-      if (line.size() > sample.size() && line.compare(0, sample.size(), sample) == 0 &&
-          line[sample.size()] == ' ') {
-        return std::stod(line.substr(sample.size() + 1));
-      }
-    }
-    return -1;
+    return MetricSample(metrics, sample);
   }
   // Lines of its log matching `re`.
   size_t CountLogLines(const std::string& re) const {

@@ -822,4 +822,21 @@ inline std::string HttpGet(int port, const std::string& path) {
   return resp.substr(sp + 1, 3) + " " + resp.substr(body + 4);
 }
 
+// A sample's value in the text of /metrics ("name" or "name{label=\"v\"}" exactly as written),
+// -1 when absent; and the same read from a daemon's /metrics on `port`.
+inline double MetricSample(const std::string& metrics, const std::string& sample) {
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() > sample.size() && line.compare(0, sample.size(), sample) == 0 &&
+        line[sample.size()] == ' ') {
+      return std::stod(line.substr(sample.size() + 1));
+    }
+  }
+  return -1;
+}
+inline double MetricAt(int port, const std::string& sample) {
+  const std::string reply = HttpGet(port, "/metrics");  // "<status> <body>"
+  return MetricSample(reply.size() > 4 ? reply.substr(4) : "", sample);
+}
+
 }  // namespace wsbridge::testing

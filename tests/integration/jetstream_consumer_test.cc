@@ -53,11 +53,10 @@ Child StartConsumer(const std::string& dir, const std::vector<std::string>& args
   return Child::Start(argv, dir, tag, {"NODE_PATH=" + NodeModules()});
 }
 
-// The value of an unlabelled sample in /metrics' text (nullopt: not there).
+// The value of a sample in /metrics' text (nullopt: not there).
 std::optional<double> MetricValue(const std::string& text, const std::string& name) {
-  std::smatch m;
-  if (!std::regex_search(text, m, std::regex("(?:^|\n)" + name + " (\\S+)"))) return std::nullopt;
-  return std::stod(m[1]);
+  const double v = MetricSample(text, name);
+  return v < 0 ? std::nullopt : std::optional<double>(v);
 }
 
 std::string Hex16(uint64_t v) {

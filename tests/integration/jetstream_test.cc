@@ -49,15 +49,8 @@ std::string Hex16(uint64_t v) {
   return buf;
 }
 
-// A sample's value in the text of /metrics ("name" or "name{label=\"v\"}"), -1 when absent.
-double Metric(int http_port, const std::string& sample) {
-  const std::string reply = HttpGet(http_port, "/metrics");
-  std::istringstream in(reply.size() > 4 ? reply.substr(4) : "");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-  }
-  return -1;
-}
+// A sample of the daemon's /metrics (harness).
+double Metric(int http_port, const std::string& sample) { return MetricAt(http_port, sample); }
 
 // The stream the sink would create (WSBRIDGE, wsbridge.>), for a test to make it first.
 StreamSpec OurStream() {
