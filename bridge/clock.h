@@ -22,6 +22,14 @@ namespace wsbridge {
 using Duration = std::chrono::nanoseconds;
 using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
 
+// Wall-clock time in ns since the Unix epoch (received_at, retention ages, lag): not for
+// intervals. Any thread.
+inline int64_t WallNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // Converts a millisecond count from the configuration to a Duration, saturating instead of
 // overflowing (int64 nanoseconds hold ~292 years; anything beyond ~50 years is "forever").
 inline Duration MillisToDuration(int64_t ms) {

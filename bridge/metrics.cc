@@ -12,6 +12,8 @@
 #include <limits>
 #include <sstream>
 
+#include "bridge/clock.h"
+
 namespace wsbridge {
 namespace {
 
@@ -93,11 +95,6 @@ class Families {
   std::vector<MetricFamily> out_;
 };
 
-int64_t WallNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 

@@ -19,12 +19,6 @@ int64_t NowNs() {
 
 }  // namespace
 
-int64_t WallNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 Writer::Writer(WriterOptions options, std::unique_ptr<Store> store, zmq::context_t* ctx,
                InboundQueue* queue, LinkEvents* events, Stats* stats)
     : options_(std::move(options)),

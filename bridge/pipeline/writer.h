@@ -40,6 +40,7 @@
 
 #include <zmq.hpp>
 
+#include "bridge/clock.h"  // WallNowNs, for the writer's callers
 #include "bridge/endpoints/outbound.h"
 #include "bridge/pipeline/inbound_queue.h"
 #include "bridge/stats.h"
@@ -58,9 +59,6 @@ struct WriterOptions {
   OutboundOptions outbound;         // the send endpoint and outbox delivery
   EndpointSecurity security;        // the PUB endpoint's ipc mode and group, CURVE (SPEC §10)
 };
-
-// Wall-clock time in ns since the Unix epoch (received_at, retention ages).
-int64_t WallNowNs();
 
 class Writer {
  public:

@@ -88,12 +88,6 @@ bool ParseU64(const char* text, int base, uint64_t* out) {
   return true;
 }
 
-int64_t WallNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 int64_t SteadyMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -556,7 +550,7 @@ void JetStreamSink::UpdateGauges(bool force) {
   if (lag > 0) {
     std::vector<JournalRow> oldest;
     if (sink.store_->ReadJournal(acked + 1, 0, "", 1, &oldest).ok() && !oldest.empty()) {
-      lag_ns = std::max<int64_t>(0, WallNs() - oldest[0].msg.received_at_unix_ns);
+      lag_ns = std::max<int64_t>(0, WallNowNs() - oldest[0].msg.received_at_unix_ns);
     }
   }
   g.lag_ns = lag_ns;
