@@ -1,12 +1,24 @@
 // The Store on SQLite (WAL). See store.h for the contract and sqlite_store.h for the handles.
 //
-// Schema (user_version 1, application_id kApplicationId):
+// Schema (user_version 2, application_id kApplicationId; version 1 files are read as they are
+// and marked 2 by the first read-write open):
 //   journal     seq INTEGER PRIMARY KEY (= rowid), contiguous; trimmed from the oldest end only,
 //               so rows = last_seq - min(seq) + 1 whenever it is not empty.
-//   meta        one row (id = 1): the cursor (last_upstream_seq, last_seq, epoch), the last
-//               outbox_seq ever assigned and the sum of journal payload sizes. Keeping last_seq
-//               and last_outbox_seq here, not as max(rowid), means neither ever goes back, even
-//               when the journal or the outbox is emptied.
+//   meta        one row (id = 1): the database's random epoch, and a checkpoint of the cursor
+//               (last_upstream_seq, last_seq), of the last outbox_seq ever assigned and of the
+//               sum of journal payload sizes up to meta.last_seq. A commit does not rewrite it
+//               (that was a page of its own, 4 KiB written per commit): the state is meta
+//               combined with what was added since, all found at O(log n) cost at open:
+//                 last_seq          max(meta.last_seq, max(journal.seq))
+//                 last_upstream_seq max(meta.last_upstream_seq, the newest row's upstream_seq)
+//                 last_outbox_seq   max(meta.last_outbox_seq, max(outbox_ids.outbox_seq))
+//                 journal_bytes     meta.journal_bytes + payload sizes of rows past meta.last_seq
+//               So meta is written when that would no longer hold: a commit whose cursor the
+//               newest row does not carry (upstream seq without a row, or a newest row without
+//               one), every kMetaEveryRows rows (the sum at open stays short), and every trim
+//               (it may delete the newest row; journal_bytes shrinks). Keeping last_seq and
+//               last_outbox_seq here means neither goes back when the journal or the outbox
+//               is emptied.
 //   outbox      outbox_seq INTEGER PRIMARY KEY, in acceptance order; indexed by id for acks.
 //   outbox_ids  every id accepted (outbox_seq -> id, id unique), so that an id is answered
 //               DUPLICATE after its message was delivered and deleted, across restarts. Only the
@@ -216,11 +228,13 @@ using sqlite::ErrorStatus;
 using sqlite::Stmt;
 
 constexpr int32_t kApplicationId = 0x57534231;  // "WSB1"
-constexpr int64_t kSchemaVersion = 1;
+constexpr int64_t kSchemaVersion = 2;
+constexpr int64_t kOldestSchemaVersion = 1;  // read as it is; see the top
+// Rows between meta writes at most, so that opening sums few payload sizes (see the top).
+constexpr uint64_t kMetaEveryRows = 1024;
 constexpr uint64_t kOutboxIdsKept = 1000000;
 constexpr int kBusyTimeoutMs = 5000;
 constexpr int64_t kJournalSizeLimit = 64ll << 20;  // WAL file truncated to this after checkpoints
-constexpr int64_t kWalFrameBytes = 4096 + 24;       // a default page and its frame header
 
 // Journal inserts: one row, and kJournalRowsPerInsert rows in one statement. OR ROLLBACK: a
 // failing row ends the whole transaction (the commit fails as a whole anyway), so SQLite keeps
@@ -314,15 +328,6 @@ StatusOr<uint64_t> NewEpoch() {
   return epoch;
 }
 
-// PRAGMA quick_check answers "ok", or one row per problem found: report the first one.
-Status QuickCheck(Db& db, const std::string& path) {
-  StatusOr<std::string> first = db.QueryText("PRAGMA quick_check", path);
-  if (!first.ok()) return first.status();
-  if (*first == "ok") return Status::OK();
-  return Status::Corruption(path +
-                            ": damaged (quick_check: " + first->substr(0, first->find('\n')) + ")");
-}
-
 Status CreateSchema(Db& db) {
   StatusOr<uint64_t> epoch = NewEpoch();
   if (!epoch.ok()) return epoch.status();
@@ -342,26 +347,39 @@ Status CreateSchema(Db& db) {
 // milliseconds for every ~4 MB written, seen as the inbound p99. Here the writer's connection
 // has wal_autocheckpoint off; its wal_hook only notes the WAL size, and this thread, on its
 // own connection, runs PASSIVE checkpoints, which never block the writer or readers. Woken
-// once the WAL passes kPagesThreshold, it then runs a pass every kRecheck until one copies
+// once the WAL passes pages_threshold, it then runs a pass every kRecheck until one copies
 // everything with no commit meanwhile (the next commit starts the WAL over) or the WAL passes
-// kRestartFrames (the writer finishes the checkpoint itself, see WalHook): a committing thread
+// restart_frames (the writer finishes the checkpoint itself, see WalHook): a committing thread
 // never pays for waking it while it works.
 //
 // Owned by the read-write SqliteStore; Notify() is called on the writer thread (from the
 // wal_hook), everything else on the checkpointer's own thread.
 class Checkpointer {
  public:
-  static constexpr int kPagesThreshold = 1000;  // SQLite's own default
-  // The WAL's bound under a busy writer: 16 000 frames of a 4 KiB page fill the
+  // The thresholds below are in frames, set from the page size so that they mean the same
+  // bytes whatever it is. pages_threshold: SQLite's own default, 1000 pages of 4 KiB.
+  static constexpr int64_t kThresholdBytes = 1000 * 4096;
+  // The WAL's bound under a busy writer, restart_frames: 16 times that fills the
   // kJournalSizeLimit the file is truncated to. Each restart is a writer stall of two or three
-  // fsyncs (~20 ms here); at 8 000 frames a saturated writer spent twice as often there.
-  static constexpr int kRestartFrames = 16 * kPagesThreshold;
-  static_assert(kRestartFrames * kWalFrameBytes <= kJournalSizeLimit);
+  // fsyncs (~20 ms here); at 8 times, a saturated writer spent twice as often there.
+  static int PagesThreshold(int page_size) {
+    return static_cast<int>(kThresholdBytes / std::max(page_size, 512));
+  }
+  static int RestartFrames(int page_size) {
+    return static_cast<int>(std::min<int64_t>(16 * int64_t{PagesThreshold(page_size)},
+                                              kJournalSizeLimit / (std::max(page_size, 512) + 24)));
+  }
+  const int pages_threshold;
+  const int restart_frames;
   // While the WAL stays over the threshold, the next pass starts this long after the last one
   // ended, by the checkpointer's own clock: a busy writer never wakes it.
   static constexpr std::chrono::milliseconds kRecheck{50};
 
-  explicit Checkpointer(Db db) : db_(std::move(db)), thread_([this] { Loop(); }) {}
+  Checkpointer(Db db, int page_size)
+      : pages_threshold(PagesThreshold(page_size)),
+        restart_frames(RestartFrames(page_size)),
+        db_(std::move(db)),
+        thread_([this] { Loop(); }) {}
   ~Checkpointer() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -378,8 +396,8 @@ class Checkpointer {
   void Notify(int wal_pages) {
     wal_pages_.store(wal_pages, std::memory_order_relaxed);
     commits_.fetch_add(1, std::memory_order_relaxed);
-    // Past kRestartFrames the writer finishes the checkpoint itself (WalHook).
-    if (wal_pages < kPagesThreshold || wal_pages > kRestartFrames ||
+    // Past restart_frames the writer finishes the checkpoint itself (WalHook).
+    if (wal_pages < pages_threshold || wal_pages > restart_frames ||
         busy_.load(std::memory_order_relaxed)) {
       return;
     }
@@ -414,11 +432,11 @@ class Checkpointer {
           break;
         }
         if (cv_.wait_for(lock, kRecheck, [this] { return stop_; })) break;
-        // Past kRestartFrames, step aside: a pass of ours running when the writer tries its
+        // Past restart_frames, step aside: a pass of ours running when the writer tries its
         // own would make that one fail, and the writer would try again, fsyncs and all, on
         // every commit until one got through.
         const int pages = wal_pages_.load(std::memory_order_relaxed);
-        if (pages < kPagesThreshold || pages > kRestartFrames) break;
+        if (pages < pages_threshold || pages > restart_frames) break;
       }
       if (stop_) return;
     }
@@ -441,11 +459,11 @@ int WalHook(void* arg, sqlite3* db, const char*, int pages) {
   // only when a transaction begins with every frame copied back. So once the WAL is large,
   // the writer itself finishes the checkpoint (the background one has already copied most of
   // it), and its next transaction restarts the WAL: bounded disk use, one short stall per
-  // kRestartFrames pages instead of one per kPagesThreshold.
+  // restart_frames pages instead of one per pages_threshold.
   auto* checkpointer = static_cast<Checkpointer*>(arg);
   checkpointer->Notify(pages);  // every commit: the checkpointer steps aside past the threshold
   // SQLITE_BUSY while a background pass runs: nothing done, tried again at the next commit.
-  if (pages > Checkpointer::kRestartFrames &&
+  if (pages > checkpointer->restart_frames &&
       sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) ==
           SQLITE_OK) {
     checkpointer->writer_checkpoints.fetch_add(1, std::memory_order_relaxed);
@@ -470,6 +488,8 @@ class SqliteStore final : public Store {
   StatusOr<OutboxStats> Outbox() override;
   StatusOr<uint64_t> TrimJournal(int64_t now_unix_ns, uint64_t max_delete,
                                  uint64_t age_hold_seq) override;
+  StatusOr<std::vector<std::string>> Verify(size_t max_problems,
+                                            const std::atomic<bool>* stop) override;
 
   StatusOr<int64_t> SetMaxPageCount(int64_t max_pages);
   uint64_t WriterCheckpoints() const {
@@ -477,12 +497,21 @@ class SqliteStore final : public Store {
   }
 
  private:
+  // The meta row's values (see the top of this file).
+  struct Meta {
+    uint64_t last_upstream_seq = 0;
+    uint64_t last_seq = 0;
+    uint64_t last_outbox_seq = 0;
+    uint64_t journal_bytes = 0;
+  };
   // What a Commit changes in memory: all of it moves together, after COMMIT succeeded.
   struct State {
     Cursor cursor;
     uint64_t last_outbox_seq = 0;
     uint64_t journal_bytes = 0;
     uint64_t outbox_depth = 0;
+    uint64_t newest_row_upstream_seq = 0;  // the newest journal row's (0: none, or empty)
+    Meta meta;                             // as the meta row holds it
   };
 
   SqliteStore(const StoreOptions& options, Db db)
@@ -494,8 +523,11 @@ class SqliteStore final : public Store {
   Status LoadState();
   Status StartCheckpointer();
   Status ApplyBatch(const Batch& batch, State* next, BatchResult* result);
-  // Writes `state` into the meta row (inside the caller's transaction).
-  Status WriteMeta(const State& state, std::string_view what);
+  // Writes `state` into the meta row (inside the caller's transaction) and notes it in
+  // state->meta.
+  Status WriteMeta(State* state, std::string_view what);
+  // Whether the meta row and the journal's newest row no longer give `state` (see the top).
+  static bool MetaNeeded(const State& state);
   StatusOr<uint64_t> CountOutbox(std::string_view what);
   // Runs a statement that returns no rows.
   Status Run(Stmt& stmt, std::string_view what);
@@ -505,6 +537,8 @@ class SqliteStore final : public Store {
   Status Finish(Status s, std::string_view what);
   Status Rollback(std::string_view what);
   Status RequireWritable(std::string_view what) const;
+  // Verify()'s checks, inside its read transaction.
+  Status VerifyInSnapshot(size_t max_problems, std::vector<std::string>* problems);
 
   const StoreOptions options_;
   const uint64_t ids_kept_;
@@ -513,7 +547,7 @@ class SqliteStore final : public Store {
   State state_;
 
   Stmt begin_, commit_, rollback_;
-  Stmt read_meta_, update_meta_, count_outbox_;
+  Stmt read_meta_, update_meta_, count_outbox_, newest_row_, bytes_after_, last_outbox_id_;
   Stmt insert_journal_, insert_journal_rows_, read_journal_, bounds_, trim_scan_, trim_delete_;
   Stmt find_id_, insert_outbox_, insert_id_, trim_ids_;
   Stmt delete_delivered_, delete_acked_, read_outbox_, oldest_outbox_;
@@ -561,17 +595,28 @@ StatusOr<std::unique_ptr<Store>> SqliteStore::Open(const StoreOptions& options) 
       return Status::Corruption(path + ": not a wsbridge database (application_id 0x" + id + ", " +
                                 std::to_string(*objects) + " schema object(s))");
     }
-    if (*version != kSchemaVersion) {
+    if (*version < kOldestSchemaVersion || *version > kSchemaVersion) {
       return Status::Corruption(path + ": wsbridge schema version " + std::to_string(*version) +
-                                ", this build knows version " + std::to_string(kSchemaVersion));
+                                ", this build knows versions " +
+                                std::to_string(kOldestSchemaVersion) + " to " +
+                                std::to_string(kSchemaVersion));
     }
   }
-  s = QuickCheck(db, path);
-  if (!s.ok()) return s;
+  // No whole-file check here: it reads every page, and start-up must not cost the journal's
+  // size. SQLite refuses a file shorter than its header says at the first read (above); damage
+  // inside is found by Verify(), which the daemon runs in the background and `wsbridge check`
+  // on demand.
 
   if (options.read_only) {
     if (fresh) return Status::NotFound(path + ": no wsbridge database in it yet");
   } else {
+    // Before anything is written: the page size is fixed from the first page on (WAL mode
+    // cannot change it later). A commit writes every page it changed into the WAL, whole: at
+    // low rates (one message per commit) one journal page per message.
+    if (fresh) {
+      s = db.Exec(("PRAGMA page_size = " + std::to_string(options.page_size)).c_str(), path);
+      if (!s.ok()) return s;
+    }
     StatusOr<std::string> mode = db.QueryText("PRAGMA journal_mode = WAL", path);
     if (!mode.ok()) return mode.status();
     if (*mode != "wal") {
@@ -591,6 +636,12 @@ StatusOr<std::unique_ptr<Store>> SqliteStore::Open(const StoreOptions& options) 
       // (acks find their row through outbox_ids); it only slowed every accepted message.
       s = db.Exec("DROP INDEX IF EXISTS outbox_by_id", path);
       if (!s.ok()) return s;
+      // Version 1 wrote meta in every commit, which version 2 reads as it is (see the top).
+      // Marked 2 now: a build that knows only version 1 must not open it after this one wrote.
+      if (*version < kSchemaVersion) {
+        s = db.Exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str(), path);
+        if (!s.ok()) return s;
+      }
     }
   }
 
@@ -623,7 +674,9 @@ Status SqliteStore::StartCheckpointer() {
   if (!mode.ok()) return mode.status();
   s = db_.Exec("PRAGMA wal_autocheckpoint = 0", options_.path);
   if (!s.ok()) return s;
-  checkpointer_ = std::make_unique<Checkpointer>(std::move(ck));
+  StatusOr<int64_t> page_size = db_.QueryInt("PRAGMA page_size", options_.path);
+  if (!page_size.ok()) return page_size.status();
+  checkpointer_ = std::make_unique<Checkpointer>(std::move(ck), static_cast<int>(*page_size));
   sqlite3_wal_hook(db_.get(), &WalHook, checkpointer_.get());
   return Status::OK();
 }
@@ -643,6 +696,9 @@ Status SqliteStore::PrepareStatements() {
        "UPDATE meta SET last_upstream_seq = ?1, last_seq = ?2, last_outbox_seq = ?3, "
        "journal_bytes = ?4 WHERE id = 1"},
       {&count_outbox_, "SELECT count(*) FROM outbox"},
+      {&newest_row_, "SELECT seq, upstream_seq FROM journal ORDER BY seq DESC LIMIT 1"},
+      {&bytes_after_, "SELECT coalesce(sum(length(payload)), 0) FROM journal WHERE seq > ?1"},
+      {&last_outbox_id_, "SELECT max(outbox_seq) FROM outbox_ids"},
       {&insert_journal_, kInsertJournal.c_str()},
       {&insert_journal_rows_, kInsertJournalRows.c_str()},
       // The prefix is compared as bytes (a blob), not with LIKE/GLOB and their wildcards.
@@ -652,8 +708,13 @@ Status SqliteStore::PrepareStatements() {
        "WHERE seq >= ?1 AND seq <= ?2 "
        "AND (?4 = 0 OR substr(CAST(topic AS BLOB), 1, ?4) = ?3) "
        "ORDER BY seq LIMIT ?5"},
+      // The state as LoadState() derives it (see the top), in one statement: one read snapshot
+      // even while another connection writes.
       {&bounds_,
-       "SELECT last_seq, journal_bytes, (SELECT min(seq) FROM journal) FROM meta WHERE id = 1"},
+       "SELECT max(m.last_seq, coalesce((SELECT max(seq) FROM journal), 0)), "
+       "m.journal_bytes + (SELECT coalesce(sum(length(payload)), 0) FROM journal WHERE seq > "
+       "m.last_seq), "
+       "(SELECT min(seq) FROM journal) FROM meta m WHERE id = 1"},
       {&trim_scan_, "SELECT seq, length(payload), received_at FROM journal ORDER BY seq LIMIT ?1"},
       {&trim_delete_, "DELETE FROM journal WHERE seq <= ?1"},
       {&find_id_, "SELECT outbox_seq FROM outbox_ids WHERE id = ?1"},
@@ -686,13 +747,43 @@ Status SqliteStore::LoadState() {
     int rc = read_meta_.Step();
     if (rc == SQLITE_DONE) return Status::Corruption(options_.path + ": meta row missing");
     if (rc != SQLITE_ROW) return ErrorStatus(rc, db_.get(), options_.path);
-    state.cursor.last_upstream_seq = FromDb(read_meta_.ColumnInt64(0));
-    state.cursor.last_seq = FromDb(read_meta_.ColumnInt64(1));
+    state.meta.last_upstream_seq = FromDb(read_meta_.ColumnInt64(0));
+    state.meta.last_seq = FromDb(read_meta_.ColumnInt64(1));
     state.cursor.epoch = FromDb(read_meta_.ColumnInt64(2));
-    state.last_outbox_seq = FromDb(read_meta_.ColumnInt64(3));
-    state.journal_bytes = FromDb(read_meta_.ColumnInt64(4));
+    state.meta.last_outbox_seq = FromDb(read_meta_.ColumnInt64(3));
+    state.meta.journal_bytes = FromDb(read_meta_.ColumnInt64(4));
   }
   if (state.cursor.epoch == 0) return Status::Corruption(options_.path + ": epoch is 0");
+  // The rest of the state: meta and what commits added since it was written (see the top).
+  state.cursor.last_upstream_seq = state.meta.last_upstream_seq;
+  state.cursor.last_seq = state.meta.last_seq;
+  state.last_outbox_seq = state.meta.last_outbox_seq;
+  state.journal_bytes = state.meta.journal_bytes;
+  {
+    Stmt::Scope scope(newest_row_);
+    int rc = newest_row_.Step();
+    if (rc == SQLITE_ROW) {
+      state.cursor.last_seq = std::max(state.cursor.last_seq, FromDb(newest_row_.ColumnInt64(0)));
+      state.newest_row_upstream_seq = FromDb(newest_row_.ColumnInt64(1));
+      state.cursor.last_upstream_seq =
+          std::max(state.cursor.last_upstream_seq, state.newest_row_upstream_seq);
+    } else if (rc != SQLITE_DONE) {
+      return ErrorStatus(rc, db_.get(), options_.path);
+    }
+  }
+  {
+    Stmt::Scope scope(bytes_after_);
+    bytes_after_.BindInt64(1, ToDb(state.meta.last_seq));
+    int rc = bytes_after_.Step();
+    if (rc != SQLITE_ROW) return ErrorStatus(rc, db_.get(), options_.path);
+    state.journal_bytes += FromDb(bytes_after_.ColumnInt64(0));
+  }
+  {
+    Stmt::Scope scope(last_outbox_id_);
+    int rc = last_outbox_id_.Step();
+    if (rc != SQLITE_ROW) return ErrorStatus(rc, db_.get(), options_.path);
+    state.last_outbox_seq = std::max(state.last_outbox_seq, FromDb(last_outbox_id_.ColumnInt64(0)));
+  }
   StatusOr<uint64_t> depth = CountOutbox(options_.path);
   if (!depth.ok()) return depth.status();
   state.outbox_depth = *depth;
@@ -707,13 +798,27 @@ StatusOr<uint64_t> SqliteStore::CountOutbox(std::string_view what) {
   return FromDb(count_outbox_.ColumnInt64(0));
 }
 
-Status SqliteStore::WriteMeta(const State& state, std::string_view what) {
+Status SqliteStore::WriteMeta(State* state, std::string_view what) {
+  Meta m;
+  m.last_upstream_seq = state->cursor.last_upstream_seq;
+  m.last_seq = state->cursor.last_seq;
+  m.last_outbox_seq = state->last_outbox_seq;
+  m.journal_bytes = state->journal_bytes;
   Stmt::Scope scope(update_meta_);
-  update_meta_.BindInt64(1, ToDb(state.cursor.last_upstream_seq));
-  update_meta_.BindInt64(2, ToDb(state.cursor.last_seq));
-  update_meta_.BindInt64(3, ToDb(state.last_outbox_seq));
-  update_meta_.BindInt64(4, ToDb(state.journal_bytes));
-  return Run(update_meta_, what);
+  update_meta_.BindInt64(1, ToDb(m.last_upstream_seq));
+  update_meta_.BindInt64(2, ToDb(m.last_seq));
+  update_meta_.BindInt64(3, ToDb(m.last_outbox_seq));
+  update_meta_.BindInt64(4, ToDb(m.journal_bytes));
+  Status s = Run(update_meta_, what);
+  if (s.ok()) state->meta = m;
+  return s;
+}
+
+bool SqliteStore::MetaNeeded(const State& state) {
+  // last_outbox_seq is max(outbox_ids.outbox_seq) whenever it moved: never needs meta.
+  return state.cursor.last_upstream_seq !=
+             std::max(state.meta.last_upstream_seq, state.newest_row_upstream_seq) ||
+         state.cursor.last_seq - state.meta.last_seq >= kMetaEveryRows;
 }
 
 Status SqliteStore::Run(Stmt& stmt, std::string_view what) {
@@ -835,6 +940,7 @@ Status SqliteStore::ApplyBatch(const Batch& batch, State* next, BatchResult* res
                                 ", the last one committed (written by another program?)");
     }
     result->first_seq = first_seq;
+    next->newest_row_upstream_seq = batch.inbound.back().upstream_seq;
   }
   next->cursor.last_seq = seq;
   next->cursor.last_upstream_seq =
@@ -896,7 +1002,7 @@ Status SqliteStore::ApplyBatch(const Batch& batch, State* next, BatchResult* res
     if (!s.ok()) return s;
   }
 
-  return WriteMeta(*next, kWhat);
+  return MetaNeeded(*next) ? WriteMeta(next, kWhat) : Status::OK();
 }
 
 Status SqliteStore::ReadJournal(uint64_t from_seq, uint64_t to_seq, std::string_view topic_prefix,
@@ -1027,12 +1133,119 @@ StatusOr<uint64_t> SqliteStore::TrimJournal(int64_t now_unix_ns, uint64_t max_de
       trim_delete_.BindInt64(1, ToDb(cut));
       s = Run(trim_delete_, "trim journal");
     }
-    if (s.ok()) s = WriteMeta(next, "trim journal");
+    // Always: the rows past meta.last_seq may be gone, and journal_bytes moved.
+    if (s.ok() && cut >= next.cursor.last_seq) next.newest_row_upstream_seq = 0;
+    if (s.ok()) s = WriteMeta(&next, "trim journal");
   }
   s = Finish(std::move(s), "trim journal");
   if (!s.ok()) return s;
   state_ = next;
   return deleted;
+}
+
+StatusOr<std::vector<std::string>> SqliteStore::Verify(size_t max_problems,
+                                                       const std::atomic<bool>* stop) {
+  if (db_.InTransaction()) return Status::InvalidArgument("verify: a transaction is open");
+  // Every ~100 000 virtual machine steps, a look at *stop: a non-zero answer interrupts.
+  if (stop != nullptr) {
+    sqlite3_progress_handler(
+        db_.get(), 100000,
+        [](void* arg) { return static_cast<const std::atomic<bool>*>(arg)->load() ? 1 : 0; },
+        const_cast<std::atomic<bool>*>(stop));
+  }
+  std::vector<std::string> problems;
+  Status s = db_.Exec("BEGIN", "verify");  // deferred: the snapshot is taken at the first read
+  if (s.ok()) s = VerifyInSnapshot(std::max<size_t>(max_problems, 1), &problems);
+  if (db_.InTransaction()) (void)db_.Exec("ROLLBACK", "verify");  // it wrote nothing
+  if (stop != nullptr) {
+    sqlite3_progress_handler(db_.get(), 0, nullptr, nullptr);
+    if (stop->load()) return Status::Unavailable("verify: stopped");
+  }
+  if (!s.ok()) return s;
+  if (problems.size() > max_problems) problems.resize(max_problems);
+  return problems;
+}
+
+Status SqliteStore::VerifyInSnapshot(size_t max_problems, std::vector<std::string>* problems) {
+  // A read that meets damage is a finding, not a failure of the check.
+  auto step_or_note = [&](Stmt& stmt, std::string_view what, int* rc) {
+    *rc = stmt.Step();
+    if (*rc == SQLITE_ROW || *rc == SQLITE_DONE) return Status::OK();
+    Status e = ErrorStatus(*rc, db_.get(), what);
+    if (e.code() != Status::Code::kCorruption) return e;
+    problems->push_back(e.message());
+    return Status::OK();
+  };
+  Stmt check;
+  Status s = db_.Prepare("PRAGMA integrity_check(" + std::to_string(max_problems) + ")", &check);
+  if (!s.ok()) return s;
+  for (;;) {
+    int rc = 0;
+    s = step_or_note(check, "integrity_check", &rc);
+    if (!s.ok()) return s;
+    if (rc != SQLITE_ROW) break;
+    // One row per problem, or several problems in one row, a line each.
+    std::string_view text = check.ColumnBytes(0);
+    while (!text.empty()) {
+      const std::string_view line = text.substr(0, text.find('\n'));
+      text.remove_prefix(std::min(text.size(), line.size() + 1));
+      // "*** in database main ***" heads the list: noise, one database is checked.
+      if (line.empty() || line == "ok" || line.substr(0, 4) == "*** ") continue;
+      problems->push_back("integrity_check: " + std::string(line));
+    }
+  }
+  if (!problems->empty()) return Status::OK();  // the invariants below need sound tables
+
+  Meta meta;
+  {
+    Stmt::Scope scope(read_meta_);
+    int rc = 0;
+    s = step_or_note(read_meta_, "meta", &rc);
+    if (!s.ok() || rc != SQLITE_ROW) {
+      if (s.ok()) problems->push_back("meta: the row is missing");
+      return s;
+    }
+    meta.last_seq = FromDb(read_meta_.ColumnInt64(1));
+    meta.journal_bytes = FromDb(read_meta_.ColumnInt64(4));
+  }
+  Stmt journal;
+  s = db_.Prepare(
+      "SELECT count(*), min(seq), max(seq), "
+      "(SELECT coalesce(sum(length(payload)), 0) FROM journal WHERE seq <= ?1) FROM journal",
+      &journal);
+  if (!s.ok()) return s;
+  journal.BindInt64(1, ToDb(meta.last_seq));
+  int rc = 0;
+  s = step_or_note(journal, "journal", &rc);
+  if (!s.ok() || rc != SQLITE_ROW) return s;
+  const uint64_t rows = FromDb(journal.ColumnInt64(0));
+  if (rows > 0) {
+    const uint64_t first = FromDb(journal.ColumnInt64(1)), last = FromDb(journal.ColumnInt64(2));
+    if (last - first + 1 != rows) {
+      problems->push_back("journal: " + std::to_string(rows) + " rows from seq " +
+                          std::to_string(first) + " to " + std::to_string(last) +
+                          ", rows are missing in between");
+    }
+  }
+  const uint64_t bytes = FromDb(journal.ColumnInt64(3));
+  if (bytes != meta.journal_bytes) {
+    problems->push_back("meta: journal_bytes is " + std::to_string(meta.journal_bytes) +
+                        ", the rows up to seq " + std::to_string(meta.last_seq) + " hold " +
+                        std::to_string(bytes));
+  }
+  Stmt outbox;
+  s = db_.Prepare(
+      "SELECT count(*) FROM outbox o WHERE NOT EXISTS "
+      "(SELECT 1 FROM outbox_ids i WHERE i.outbox_seq = o.outbox_seq AND i.id = o.id)",
+      &outbox);
+  if (!s.ok()) return s;
+  s = step_or_note(outbox, "outbox", &rc);
+  if (!s.ok() || rc != SQLITE_ROW) return s;
+  if (const int64_t orphans = outbox.ColumnInt64(0); orphans != 0) {
+    problems->push_back("outbox: " + std::to_string(orphans) +
+                        " row(s) without their id in outbox_ids (a duplicate would be accepted)");
+  }
+  return Status::OK();
 }
 
 StatusOr<int64_t> SqliteStore::SetMaxPageCount(int64_t max_pages) {

@@ -3,6 +3,7 @@
 // Three parts live in one database file (SQLite, WAL):
 //   journal  every inbound message with its bridge `seq` (1, 2, 3, ... for the life of the file)
 //   cursor   last committed upstream seq, last journal seq, and the database's random `epoch`
+//            (kept without a write of its own per commit: see sqlite_store.cc)
 //   outbox   outbound messages accepted from local producers, in acceptance order
 //
 // Everything a Batch carries is committed in ONE transaction: journal rows, the cursor, new
@@ -14,6 +15,7 @@
 // never blocks the writer (WAL).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,6 +35,9 @@ struct StoreOptions {
   std::string path;
   Durability durability = Durability::kProcess;
   bool read_only = false;               // open an existing file for reading only
+  // SQLite page size of a new database (a power of two, 512..65536); an existing file keeps its
+  // own. Each commit writes whole pages: small pages write less per message at low rates.
+  int page_size = 1024;
   uint64_t outbox_max_messages = 100000;  // Commit() answers kFull beyond this
   // Journal retention, enforced by TrimJournal().
   uint64_t journal_max_rows = 1000000;
@@ -126,8 +131,10 @@ struct OutboxStats {
 
 class Store {
  public:
-  // Opens (creating 0600 when absent and not read_only) and checks the file with
-  // PRAGMA quick_check. A corrupt or foreign file is refused with kCorruption and left untouched.
+  // Opens (creating 0600 when absent and not read_only). A foreign file, one of a newer schema,
+  // one shorter than its header says or whose schema is damaged is refused with kCorruption and
+  // left untouched. Costs the same whatever the journal's size: damage inside the file is for
+  // Verify() to find.
   static StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options);
 
   virtual ~Store() = default;
@@ -146,6 +153,17 @@ class Store {
   virtual Status ReadJournal(uint64_t from_seq, uint64_t to_seq, std::string_view topic_prefix,
                              size_t max_rows, std::vector<JournalRow>* out) = 0;
   virtual StatusOr<JournalBounds> Bounds() = 0;
+
+  // The whole-file check that Open() leaves out because it reads every page: SQLite's
+  // integrity_check (every b-tree page, every index entry), then the store's own invariants
+  // (journal seqs contiguous, the payload byte count, every outbox row's id on record), all on
+  // one read snapshot; a writer on another connection goes on meanwhile. Returns the problems
+  // found, one line each, at most max_problems; none: the file is sound. An error only when the
+  // check itself could not run (I/O), or kUnavailable once *stop (read now and then from this
+  // thread) turned true. Costs a read of the whole file: run it off the start path, on a store
+  // of its own (the daemon's background pass, `wsbridge check`).
+  virtual StatusOr<std::vector<std::string>> Verify(size_t max_problems = 20,
+                                                    const std::atomic<bool>* stop = nullptr) = 0;
 
   // Outbox rows with outbox_seq > after, at most max_rows, in acceptance order.
   virtual Status ReadOutbox(uint64_t after, size_t max_rows, std::vector<OutboxRow>* out) = 0;

@@ -131,6 +131,62 @@ TEST(Inbound, RetentionKeepsPaceAtFullRate) {
   EXPECT_LE(peak, std::max<uint64_t>(kBound + kBound / 10, kBound + 4096)) << "peak " << peak;
 }
 
+// The byte bound keeps pace the same way, and once the journal is at its bound the database
+// file stops growing: trimmed rows' pages are reused by new ones (a third of the way in, the
+// file has reached its size at the bound; at the end it is no larger).
+TEST(Inbound, RetentionByBytesKeepsPaceAndTheFileStaysFlat) {
+  TempDir dir;
+  int port = 0;
+  constexpr uint64_t kCount = 300000, kBound = 2 << 20;
+  Child upstream = StartUpstream(
+      dir.path(), {"--rate=0", "--count=" + std::to_string(kCount), "--history=50000"}, &port);
+  ASSERT_NE(port, 0);
+  const std::string db = dir.File("bounded.db");
+  Child bridge = StartBridge(dir.path(), Url(port), db,
+                             {"--set=journal.max_bytes=" + std::to_string(kBound)}, nullptr);
+  uint64_t peak = 0, row_bytes = 0;
+  off_t size_third = -1;
+  auto file_size = [&] {
+    struct stat st;
+    return ::stat(db.c_str(), &st) == 0 ? st.st_size : off_t{-1};
+  };
+  auto sample = [&] {
+    auto b = ReadBounds(db);
+    if (b) {
+      peak = std::max(peak, b->bytes);
+      if (b->rows > 0) row_bytes = std::max(row_bytes, b->bytes / b->rows);
+      if (size_third < 0 && b->last_seq >= kCount / 3) size_third = file_size();
+    }
+    return b;
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto b = sample();
+        return b && b->last_seq == kCount;
+      },
+      std::chrono::seconds(120)))
+      << bridge.Stderr();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto b = sample();
+        return b && b->bytes <= kBound;
+      },
+      std::chrono::seconds(2)))
+      << "still over journal.max_bytes 2 s after the feed stopped";
+  // One batch is at most 4 096 rows.
+  EXPECT_LE(peak, std::max<uint64_t>(kBound + kBound / 10, kBound + 4096 * row_bytes))
+      << "peak " << peak << " bytes";
+  ASSERT_GT(size_third, 0);
+  // The last checkpoint copies the WAL's pages into the file: wait for it to be done.
+  bridge.Kill(SIGTERM);
+  const off_t size_end = file_size();
+  EXPECT_LE(size_end, size_third + size_third / 10)
+      << "the file grew from " << size_third << " to " << size_end << " bytes at the bound";
+  std::printf("file: %lld bytes a third of the way in, %lld at the end (bound %llu B)\n",
+              static_cast<long long>(size_third), static_cast<long long>(size_end),
+              static_cast<unsigned long long>(kBound));
+}
+
 // Frames above upstream.max_message_bytes close the connection with 1009; nothing is journaled.
 TEST(Inbound, OversizedFrameClosesWith1009) {
   TempDir dir;

@@ -193,24 +193,93 @@ TEST(StoreFileTest, GarbageFileRefusedAndUntouched) {
   EXPECT_FALSE(Exists(noise + "-wal"));
 }
 
-TEST(StoreFileTest, DamagedDatabaseRefusedAndUntouched) {
+// Writes a database of `rows` journal rows of 200 B and closes it (the WAL checkpointed into
+// the file and removed). Returns the file's bytes.
+std::string WriteClosedDatabase(const std::string& path, int rows) {
+  {
+    auto store = Store::Open(Options(path));
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    if (!store.ok()) return {};
+    Batch b = Inbound(1, rows);
+    for (InboundMessage& m : b.inbound) m.payload.assign(200, 'x');
+    BatchResult r;
+    EXPECT_TRUE((*store)->Commit(b, &r).ok());
+  }
+  return ReadFileBytes(path);
+}
+
+// Open() no longer reads the whole file: a damaged page inside the journal opens (start-up
+// costs the same whatever the size), and Verify() finds it, naming the page; reading the rows
+// on it fails with kCorruption rather than returning something else.
+TEST(StoreFileTest, DamagedPageFoundByVerifyNotAtOpen) {
   TempDir dir;
   const std::string path = dir.File("bridge.db");
-  {
-    ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
-    BatchResult r;
-    Batch b = Inbound(1, 2000);
-    for (InboundMessage& m : b.inbound) m.payload.assign(200, 'x');
-    ASSERT_OK(store->Commit(b, &r));
-  }  // the last connection checkpoints the WAL into the file and removes it
-  std::string bytes = ReadFileBytes(path);
-  const size_t page = 4096;
-  ASSERT_GT(bytes.size(), 20 * page);
+  std::string bytes = WriteClosedDatabase(path, 2000);
+  const size_t page = 1024;  // a new database's page size
+  ASSERT_GT(bytes.size(), 200 * page);
   // A page well inside the journal's b-tree, overwritten with junk.
-  const size_t victim = (bytes.size() / page - 4) * page;
+  const size_t victim = (bytes.size() / page / 2) * page;
   for (size_t i = 0; i < page; ++i) bytes[victim + i] = static_cast<char>(0x5a);
   ASSERT_TRUE(WriteFileBytes(path, bytes));
+  for (bool read_only : {true, false}) {
+    SCOPED_TRACE(read_only ? "read-only" : "read-write");
+    StoreOptions o = Options(path);
+    o.read_only = read_only;
+    ASSERT_OK_AND_ASSIGN(auto store, Store::Open(o));
+    ASSERT_OK_AND_ASSIGN(std::vector<std::string> problems, store->Verify());
+    ASSERT_FALSE(problems.empty());
+    const std::string page_no = std::to_string(victim / page + 1);
+    EXPECT_NE(problems[0].find("integrity_check"), std::string::npos) << problems[0];
+    bool named = false;
+    for (const std::string& p : problems) {
+      named |= p.find("Page " + page_no + ":") != std::string::npos;
+      EXPECT_EQ(p.find('\n'), std::string::npos) << p;
+    }
+    EXPECT_TRUE(named) << "no problem names page " << page_no << ": " << problems[0] << " / "
+                       << problems.back();
+    std::vector<JournalRow> rows;
+    Status read = store->ReadJournal(1, 0, "", 10000, &rows);
+    EXPECT_EQ(read.code(), Status::Code::kCorruption) << read.ToString();
+  }
+}
+
+// A file shorter than its header says (a copy cut short, a truncated volume) is refused at once.
+TEST(StoreFileTest, TruncatedFileRefusedAndUntouched) {
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  std::string bytes = WriteClosedDatabase(path, 2000);
+  ASSERT_GT(bytes.size(), 100000u);
+  ASSERT_TRUE(WriteFileBytes(path, bytes.substr(0, bytes.size() / 2)));
   ExpectRefusedUntouched(path);
+}
+
+TEST(StoreFileTest, SoundFileVerifiesClean) {
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+  BatchResult r;
+  ASSERT_OK(store->Commit(Inbound(1, 3000), &r));
+  ASSERT_OK_AND_ASSIGN(auto reader, Store::Open(ReadOnly(path)));
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> problems, reader->Verify());
+  EXPECT_TRUE(problems.empty()) << problems[0];
+  // A stop already asked for ends it at once.
+  std::atomic<bool> stop{true};
+  auto stopped = reader->Verify(20, &stop);
+  EXPECT_EQ(stopped.status().code(), Status::Code::kUnavailable) << stopped.status().ToString();
+}
+
+// Verify() checks what integrity_check cannot see: the store's own invariants.
+TEST(StoreFileTest, VerifyFindsBrokenInvariants) {
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  WriteClosedDatabase(path, 100);
+  RawSql(path,
+         "DELETE FROM journal WHERE seq = 50; UPDATE meta SET last_seq = 100, journal_bytes = 7;");
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(ReadOnly(path)));
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> problems, store->Verify());
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0], "journal: 99 rows from seq 1 to 100, rows are missing in between");
+  EXPECT_EQ(problems[1], "meta: journal_bytes is 7, the rows up to seq 100 hold 19800");
 }
 
 TEST(StoreFileTest, ForeignSqliteDatabaseRefusedAndUntouched) {
@@ -231,7 +300,7 @@ TEST(StoreFileTest, WrongApplicationIdOrSchemaVersionRefused) {
 
   const std::string newer = dir.File("newer.db");
   { ASSERT_OK(Store::Open(Options(newer))); }
-  RawSql(newer, "PRAGMA user_version = 2;");
+  RawSql(newer, "PRAGMA user_version = 3;");
   ExpectRefusedUntouched(newer);
 
   const std::string damaged_schema = dir.File("no-outbox.db");
@@ -735,6 +804,56 @@ TEST(StoreOutboxTest, FileOfAnEarlierBuildLosesItsUnusedIndexAndKeepsWorking) {
   sqlite3_close(db);
 }
 
+// A file of schema version 1 (meta written by every commit, 4 KiB pages) is read as it is, and
+// marked version 2 by the first read-write open, so that a build of version 1 refuses it after
+// this one wrote meta the new way.
+TEST(StoreJournalTest, SchemaVersion1FileReadAndMarked2) {
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  RawSql(path,
+         "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;"
+         "CREATE TABLE journal(seq INTEGER PRIMARY KEY, upstream_seq INTEGER NOT NULL,"
+         "  topic TEXT NOT NULL, payload BLOB NOT NULL, binary INTEGER NOT NULL,"
+         "  received_at INTEGER NOT NULL);"
+         "CREATE TABLE meta(id INTEGER PRIMARY KEY CHECK (id = 1), last_upstream_seq INTEGER NOT"
+         "  NULL, last_seq INTEGER NOT NULL, epoch INTEGER NOT NULL, last_outbox_seq INTEGER NOT"
+         "  NULL, journal_bytes INTEGER NOT NULL);"
+         "CREATE TABLE outbox(outbox_seq INTEGER PRIMARY KEY, id TEXT NOT NULL, payload BLOB NOT"
+         "  NULL, binary INTEGER NOT NULL, accepted_at INTEGER NOT NULL);"
+         "CREATE TABLE outbox_ids(outbox_seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE);"
+         "INSERT INTO journal VALUES(1, 7, 't', x'0102', 1, 0), (2, 8, 't', x'03', 1, 0);"
+         "INSERT INTO meta VALUES(1, 9, 2, 1234, 0, 3);"
+         "PRAGMA application_id = 1465074225; PRAGMA user_version = 1;");
+  auto user_version = [&] {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr), SQLITE_OK);
+    EXPECT_EQ(sqlite3_step(st), SQLITE_ROW);
+    const int v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+  };
+  {
+    ASSERT_OK_AND_ASSIGN(auto reader, Store::Open(ReadOnly(path)));
+    EXPECT_EQ(reader->cursor().last_upstream_seq, 9u);
+    EXPECT_EQ(reader->cursor().epoch, 1234u);
+  }
+  EXPECT_EQ(user_version(), 1);
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+  EXPECT_EQ(user_version(), 2);
+  EXPECT_EQ(store->cursor().last_seq, 2u);
+  EXPECT_EQ(store->cursor().last_upstream_seq, 9u);
+  ASSERT_OK_AND_ASSIGN(JournalBounds bounds, store->Bounds());
+  EXPECT_EQ(bounds.bytes, 3u);
+  BatchResult r;
+  ASSERT_OK(store->Commit(Inbound(10, 1), &r));
+  EXPECT_EQ(r.first_seq, 3u);
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> problems, store->Verify());
+  EXPECT_TRUE(problems.empty()) << problems[0];
+}
+
 TEST(StoreJournalTest, WalStartsOverUnderABusyWriter) {
   // A writer that never pauses: without the writer finishing the checkpoint now and then, the
   // WAL would hold every frame written (~145 MB here). It must start over and stay bounded.
@@ -761,6 +880,105 @@ TEST(StoreJournalTest, WalStartsOverUnderABusyWriter) {
   // per 16 000 frames written (a restart), not one per commit until a restart gets through.
   ASSERT_OK_AND_ASSIGN(uint64_t writer_checkpoints, WriterCheckpointsForTesting(*store));
   EXPECT_LE(writer_checkpoints, static_cast<uint64_t>(2 * written / 4096 / 16000) + 2);
+}
+
+// The cursor has no write of its own per commit (it was a page of its own: 4 KiB per message at
+// low rates): it is the meta row combined with the journal's newest row. Every way the two can
+// part must still give back the cursor, the byte count and the outbox seq after a reopen.
+TEST(StoreJournalTest, CursorAndSizesSurviveReopenWithoutAMetaWritePerCommit) {
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  auto reopen_and_expect = [&](std::unique_ptr<Store>& store, const char* step) {
+    SCOPED_TRACE(step);
+    const Cursor before = store->cursor();
+    ASSERT_OK_AND_ASSIGN(JournalBounds bounds_before, store->Bounds());
+    ASSERT_OK_AND_ASSIGN(auto reader, Store::Open(ReadOnly(path)));
+    ASSERT_OK_AND_ASSIGN(JournalBounds read_bounds, reader->Bounds());
+    EXPECT_EQ(read_bounds.last_seq, bounds_before.last_seq);
+    EXPECT_EQ(read_bounds.bytes, bounds_before.bytes);
+    EXPECT_EQ(reader->cursor().last_upstream_seq, before.last_upstream_seq);
+    store.reset();
+    ASSERT_OK_AND_ASSIGN(store, Store::Open(Options(path)));
+    EXPECT_EQ(store->cursor().last_seq, before.last_seq);
+    EXPECT_EQ(store->cursor().last_upstream_seq, before.last_upstream_seq);
+    EXPECT_EQ(store->cursor().epoch, before.epoch);
+    ASSERT_OK_AND_ASSIGN(JournalBounds bounds, store->Bounds());
+    EXPECT_EQ(bounds.first_seq, bounds_before.first_seq);
+    EXPECT_EQ(bounds.rows, bounds_before.rows);
+    EXPECT_EQ(bounds.bytes, bounds_before.bytes);
+    ASSERT_OK_AND_ASSIGN(std::vector<std::string> problems, reader->Verify());
+    EXPECT_TRUE(problems.empty()) << problems[0];
+  };
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+  BatchResult r;
+  // Rows with upstream seqs: the newest row carries the cursor.
+  for (int i = 0; i < 5; ++i) ASSERT_OK(store->Commit(Inbound(1 + 10 * i, 10), &r));
+  reopen_and_expect(store, "rows with seqs");
+  EXPECT_EQ(store->cursor().last_upstream_seq, 50u);
+  EXPECT_EQ(store->cursor().last_seq, 50u);
+  // Newest rows without an upstream seq: the cursor's upstream seq stays 50.
+  Batch no_seq;
+  no_seq.inbound.push_back(Msg(0, "t", "plain text"));
+  ASSERT_OK(store->Commit(no_seq, &r));
+  reopen_and_expect(store, "a newest row without a seq");
+  EXPECT_EQ(store->cursor().last_upstream_seq, 50u);
+  // An upstream seq without a row.
+  Batch only_seq;
+  only_seq.last_upstream_seq = 70;
+  ASSERT_OK(store->Commit(only_seq, &r));
+  reopen_and_expect(store, "a seq without a row");
+  EXPECT_EQ(store->cursor().last_upstream_seq, 70u);
+  // Many rows since meta was last written: the byte count is the sum of their sizes.
+  for (int i = 0; i < 30; ++i) ASSERT_OK(store->Commit(Inbound(71 + 100 * i, 100), &r));
+  reopen_and_expect(store, "3 000 rows");
+  EXPECT_EQ(store->cursor().last_seq, 3051u);
+  // Outbound only: the outbox seq goes on after a reopen.
+  Batch out;
+  out.outbound.push_back({"a", "x", false});
+  ASSERT_OK(store->Commit(out, &r));
+  ASSERT_EQ(r.outbound[0].outbox_seq, 1u);
+  reopen_and_expect(store, "outbound");
+  out.outbound[0].id = "b";
+  ASSERT_OK(store->Commit(out, &r));
+  EXPECT_EQ(r.outbound[0].outbox_seq, 2u);
+  // Trimmed to empty: seqs never go back.
+  StoreOptions trim = Options(path);
+  trim.journal_max_rows = 0;
+  trim.journal_max_bytes = 0;
+  trim.journal_max_age_s = 1;
+  store.reset();
+  ASSERT_OK_AND_ASSIGN(store, Store::Open(trim));
+  ASSERT_OK_AND_ASSIGN(uint64_t trimmed,
+                       store->TrimJournal(std::numeric_limits<int64_t>::max() / 2, 1000000));
+  EXPECT_EQ(trimmed, 3051u);
+  reopen_and_expect(store, "trimmed to empty");
+  EXPECT_EQ(store->cursor().last_seq, 3051u);
+  EXPECT_EQ(store->cursor().last_upstream_seq, 3070u);
+  ASSERT_OK(store->Commit(Inbound(3071, 1), &r));
+  EXPECT_EQ(r.first_seq, 3052u);
+}
+
+// What that buys: a commit of one message writes one page into the WAL (a frame of 1 KiB and
+// its header), not two (the cursor's page as well), except when a leaf splits.
+TEST(StoreJournalTest, OneMessageCommitWritesAboutOnePage) {
+  TempDir dir;
+  const std::string path = dir.File("bridge.db");
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+  BatchResult r;
+  ASSERT_OK(store->Commit(Inbound(1, 1), &r));
+  struct stat before, after;
+  ASSERT_EQ(::stat((path + "-wal").c_str(), &before), 0);
+  constexpr int kCommits = 200;  // ~800 KiB of WAL at most: no checkpoint starts it over
+  for (int i = 0; i < kCommits; ++i) {
+    Batch b = Inbound(2 + i, 1);
+    b.inbound[0].payload.assign(100, 'p');
+    ASSERT_OK(store->Commit(b, &r));
+  }
+  ASSERT_EQ(::stat((path + "-wal").c_str(), &after), 0);
+  const double frames = static_cast<double>(after.st_size - before.st_size) / (1024 + 24);
+  // One frame per commit, and about three more per leaf split (every ~7 rows of 100 B).
+  EXPECT_LT(frames, 1.6 * kCommits) << frames << " frames for " << kCommits << " commits";
+  EXPECT_GE(frames, kCommits);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -826,14 +1044,11 @@ TEST(StoreFailureTest, FailedCommitChangesNothingAndRetrySucceeds) {
 TEST(StoreFailureTest, RowPastTheCursorFailsTheCommitAndChangesNothing) {
   TempDir dir;
   const std::string path = dir.File("bridge.db");
-  {
-    ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
-    BatchResult r;
-    ASSERT_OK(store->Commit(Inbound(1, 10), &r));
-  }
-  RawSql(path, "INSERT INTO journal VALUES (50, 0, 't', x'00', 1, 0)");
   ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
   BatchResult r;
+  ASSERT_OK(store->Commit(Inbound(1, 10), &r));
+  // While the store is open (at open, the newest row is the cursor: see below).
+  RawSql(path, "INSERT INTO journal VALUES (50, 0, 't', x'00', 1, 0)");
   Status s = store->Commit(Inbound(11, 20), &r);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), Status::Code::kCorruption);
@@ -842,6 +1057,13 @@ TEST(StoreFailureTest, RowPastTheCursorFailsTheCommitAndChangesNothing) {
   std::vector<JournalRow> rows;
   ASSERT_OK(store->ReadJournal(11, 49, "", 100, &rows));
   EXPECT_TRUE(rows.empty()) << rows.size() << " row(s) of the failed commit kept";
+  // Opened again, the newest row is the cursor, and the gap it left is damage Verify() names.
+  store.reset();
+  ASSERT_OK_AND_ASSIGN(store, Store::Open(Options(path)));
+  EXPECT_EQ(store->cursor().last_seq, 50u);
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> problems, store->Verify());
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0], "journal: 11 rows from seq 1 to 50, rows are missing in between");
 }
 
 // ---------------------------------------------------------------------------------------------
