@@ -348,6 +348,8 @@ const std::vector<Key>& Keys() {
       WSB_KEY(storage.path).Check(CheckNonEmpty),
       WSB_KEY(storage.durability).OneOf({"process", "power"}),
       WSB_KEY(storage.outbox_max_messages).Range(1),
+      WSB_KEY(storage.check_interval_s).Range(0),
+      WSB_KEY(storage.page_size).Range(512, 65536),
       WSB_KEY(journal.max_rows),
       WSB_KEY(journal.max_bytes).Bytes(),
       WSB_KEY(journal.max_age_s),
@@ -810,6 +812,10 @@ Status Loader::ApplySet(const std::string& assignment) {
 // Constraints between keys, once every source has been applied.
 Status Loader::CheckCrossKey() const {
   const Config& c = config_;
+  if ((c.storage.page_size & (c.storage.page_size - 1)) != 0) {
+    return Bad("storage.page_size", "must be a power of two from 512 to 65536",
+               std::to_string(c.storage.page_size));
+  }
   if (c.reconnect.max_delay_ms < c.reconnect.base_delay_ms) {
     return Bad(
         "reconnect.max_delay_ms",

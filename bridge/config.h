@@ -96,6 +96,12 @@ struct StorageConfig {
   std::string path = "./wsbridge.db";
   std::string durability = "process";  // process | power
   uint64_t outbox_max_messages = 100000;
+  // The background whole-file check (Store::Verify): shortly after start, then this often.
+  // 0: never (`wsbridge check --db FILE` still runs it on demand).
+  int64_t check_interval_s = 86400;
+  // SQLite page size of a database this creates (an existing file keeps its own): each commit
+  // writes whole pages, so small pages write less per message at low rates (README, Performance).
+  int64_t page_size = 1024;
 };
 
 struct JournalConfig {

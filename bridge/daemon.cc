@@ -24,6 +24,7 @@
 #include "bridge/protocol/frame_protocol.h"
 #include "bridge/protocol/json_fields.h"
 #include "bridge/stats.h"
+#include "bridge/store_check.h"
 #include "common/thread_name.h"
 
 namespace wsbridge {
@@ -122,6 +123,7 @@ class DaemonImpl final : public Daemon {
     so.durability =
         config_.storage.durability == "power" ? Durability::kPower : Durability::kProcess;
     so.outbox_max_messages = config_.storage.outbox_max_messages;
+    so.page_size = static_cast<int>(config_.storage.page_size);
     so.journal_max_rows = config_.journal.max_rows;
     so.journal_max_bytes = config_.journal.max_bytes;
     so.journal_max_age_s = config_.journal.max_age_s;
@@ -222,6 +224,10 @@ class DaemonImpl final : public Daemon {
       replay_->Run();
     });
     if (http_) http_->Start();
+    // The whole-file check, off the start path: the daemon is ready without waiting for it.
+    store_check_ = std::make_unique<StoreCheck>(config_.storage.path,
+                                                config_.storage.check_interval_s, &stats_);
+    store_check_->Start();
     int upstream_code = 0;
     std::thread io([this, &upstream_code] {
       NameThisThread("wsb-upstream");
@@ -256,6 +262,7 @@ class DaemonImpl final : public Daemon {
     replay_->Stop();
     replay.join();
     if (sink_) sink_->Stop();
+    store_check_->Stop();
     if (http_) http_->Stop();
     if (const std::string why = ZapFailure(); !why.empty()) {
       // Never fail open: without its authentication handler the daemon does not serve.
@@ -352,6 +359,7 @@ class DaemonImpl final : public Daemon {
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<ReplayEndpoint> replay_;
   std::unique_ptr<JetStreamSink> sink_;
+  std::unique_ptr<StoreCheck> store_check_;
   std::unique_ptr<Upstream> upstream_;
   std::unique_ptr<HttpServer> http_;
 

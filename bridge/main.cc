@@ -1,5 +1,6 @@
 // wsbridge: the daemon. Parses the configuration, sets up logging, runs the Daemon.
-// `wsbridge keygen ...` generates a CURVE key pair instead (bridge/endpoints/keygen.h).
+// `wsbridge keygen ...` generates a CURVE key pair instead (bridge/endpoints/keygen.h), and
+// `wsbridge check --db FILE` checks a database file (bridge/store_check.h).
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -11,9 +12,11 @@
 #include "bridge/daemon.h"
 #include "bridge/endpoints/keygen.h"
 #include "bridge/logging.h"
+#include "bridge/store_check.h"
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "keygen") == 0) return wsbridge::KeygenMain(argc, argv);
+  if (argc > 1 && std::strcmp(argv[1], "check") == 0) return wsbridge::CheckMain(argc, argv);
 
   // SIGTERM/SIGINT (stop), SIGHUP (reload the authorized keys) and SIGUSR2 (tests) are taken by
   // Daemon::Run() with sigwait. Block them before any thread exists (the store and the

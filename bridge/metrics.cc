@@ -182,6 +182,13 @@ std::vector<MetricFamily> StatsCollectable::Collect() const {
   // Storage.
   f.Gauge("wsbridge_storage_ok", "1 while storage commits succeed, 0 while they fail",
           Load(s.storage_ok));
+  f.Gauge("wsbridge_storage_damaged",
+          "1 once the background check found the database file damaged (see wsbridge check)",
+          Load(s.storage_damaged));
+  f.Counter("wsbridge_storage_checks_total", "Background whole-file checks completed",
+            Load(s.storage_checks));
+  f.Gauge("wsbridge_storage_check_seconds", "Duration of the latest background check",
+          Load(s.storage_check_ns) / 1e9);
   f.Counter("wsbridge_storage_commits_total", "Storage transactions committed", Load(s.commits));
   f.Counter("wsbridge_commit_failures_total", "Storage commits that failed",
             Load(s.commit_failures));
@@ -323,6 +330,11 @@ Readiness CheckReadiness(const Stats& stats) {
   if (!storage) {
     std::string reason = stats.StorageReason();
     r.reason += reason.empty() ? "storage: commits failing\n" : reason + "\n";
+  }
+  // Damage found by the background check: committed rows may be unreadable. Someone must look.
+  if (stats.storage_damaged.load(std::memory_order_relaxed) == 1) {
+    r.ready = false;
+    r.reason += "storage: damaged: " + stats.Damage() + "\n";
   }
   // A required sink that is not delivering (SPEC §11); an optional one never holds /readyz.
   if (stats.sink.required.load(std::memory_order_relaxed) == 1 &&

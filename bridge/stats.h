@@ -83,6 +83,10 @@ struct Stats {
   Gauge last_seq{0};
   Gauge last_upstream_seq{0};
   Gauge storage_ok{1};          // 0 while commits fail
+  // The background whole-file check (bridge/store_check.h): its thread.
+  Gauge storage_damaged{0};     // 1 once a pass found damage (stays until a restart)
+  Counter storage_checks{0};    // passes completed
+  Gauge storage_check_ns{0};    // how long the latest pass took
   Gauge subscriptions{0};       // live topic subscriptions on the PUB socket
   DurationHistogram commit_seconds;  // storage commit time per batch
   DurationHistogram rtt_seconds;     // heartbeat ping -> pong (I/O thread)
@@ -152,6 +156,15 @@ struct Stats {
     std::lock_guard<std::mutex> lock(reason_mu);
     return storage_reason;
   }
+  // What the background check found: its first problem ("" while none).
+  void SetDamage(std::string r) {
+    std::lock_guard<std::mutex> lock(reason_mu);
+    damage = std::move(r);
+  }
+  std::string Damage() const {
+    std::lock_guard<std::mutex> lock(reason_mu);
+    return damage;
+  }
   // Why the sink is not delivering ("" while it is).
   void SetSinkReason(std::string r) {
     std::lock_guard<std::mutex> lock(reason_mu);
@@ -174,6 +187,7 @@ struct Stats {
       {"message_too_big", 0}, {"other", 0},         {"proxy", 0},
       {"tcp", 0},          {"timeout", 0},          {"tls", 0}};
   std::string storage_reason;
+  std::string damage;
   std::string sink_reason = "not connected yet";
 };
 

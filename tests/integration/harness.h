@@ -699,6 +699,7 @@ class TmpfsMount {
 // ReadBounds         the journal's bounds (first/last seq, rows)
 // ReadJournalRows    every journal row, in seq order (EXPECTs that it can be read)
 // OutboxDepth        messages waiting in the outbox
+// FillJournal        a journal of N rows of 100 B, written as the daemon writes them
 
 #include "storage/store.h"
 
@@ -738,6 +739,29 @@ inline std::vector<JournalRow> ReadJournalRows(const std::string& db) {
   return rows;
 }
 
+// Writes `rows` journal rows of 100 B (topic "ticks", no upstream seq: an upstream's seqs from 1
+// are journaled on top of them) into `db` through a Store, as the daemon writes them, and closes
+// it (the WAL checkpointed into the file and removed).
+inline Status FillJournal(const std::string& db, uint64_t rows) {
+  StoreOptions o;
+  o.path = db;
+  auto store = Store::Open(o);
+  if (!store.ok()) return store.status();
+  Batch b;
+  for (uint64_t n = 0; n < rows;) {
+    b.clear();
+    for (int i = 0; i < 10000 && n < rows; ++i, ++n) {
+      InboundMessage& m = b.inbound.emplace_back();
+      m.topic = "ticks";
+      m.payload.assign(100, 'p');
+      m.received_at_unix_ns = WallNowUs() * 1000;
+    }
+    Status s = (*store)->Commit(b, nullptr);
+    if (!s.ok()) return s;
+  }
+  return Status::OK();
+}
+
 // The outbox's depth (messages accepted and not yet acknowledged or sent); nullopt when it
 // cannot be read.
 inline std::optional<uint64_t> OutboxDepth(const std::string& db) {
@@ -756,6 +780,8 @@ inline std::optional<uint64_t> OutboxDepth(const std::string& db) {
 // HttpRaw       HttpExchange, the response split into status, head and body
 // HttpRequest   one HTTP/1.1 request (Connection: close) by method and path, split as HttpRaw
 // HttpGet       one HTTP/1.0 GET, answered as the text "<status> <body>"
+// MetricSample, MetricAt  one sample's value from a /metrics text, or from a bridge's /metrics
+// SecondsToReady  exec -> /readyz 200 of a bridge on a database
 
 namespace wsbridge::testing {
 
@@ -837,6 +863,27 @@ inline double MetricSample(const std::string& metrics, const std::string& sample
 inline double MetricAt(int port, const std::string& sample) {
   const std::string reply = HttpGet(port, "/metrics");  // "<status> <body>"
   return MetricSample(reply.size() > 4 ? reply.substr(4) : "", sample);
+}
+
+// Exec -> /readyz 200 of a bridge on `db` (StartOsPortBridge, `flags` appended), in seconds,
+// readiness polled every millisecond; -1 when not ready within a minute. The bridge is stopped
+// again with SIGTERM (*exit_status: how it exited).
+inline double SecondsToReady(const std::string& dir, const std::string& url, const std::string& db,
+                             const std::vector<std::string>& flags, const std::string& tag,
+                             int* exit_status = nullptr) {
+  const auto start = std::chrono::steady_clock::now();
+  OsPortBridge b = StartOsPortBridge(dir, url, db, flags, tag);
+  bool ready = false;
+  while (b.http_port != 0 && !ready &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(60)) {
+    ready = HttpGet(b.http_port, "/readyz").substr(0, 3) == "200";
+    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const int status = b.child.Kill(SIGTERM);
+  if (exit_status != nullptr) *exit_status = status;
+  return ready ? s : -1;
 }
 
 }  // namespace wsbridge::testing

@@ -221,15 +221,17 @@ TEST(Ops, ThreadsAreNamed) {
   OsPortBridge b = StartOpsBridge(dir.path(), Url(port), dir.File("t.db"), {}, "bridge");
   ASSERT_NE(b.http_port, 0) << b.child.Stderr();
   const std::set<std::string> expected = {"wsb-upstream", "wsb-writer", "wsb-replay", "wsb-http",
-                                          "wsb-checkpoint"};
+                                          "wsb-checkpoint", "wsb-check"};
   std::set<std::string> names;
   std::vector<int> zmq_io_tids;  // ZeroMQ's I/O threads ("ZMQbg/IO/0")
+  int check_tid = 0;
   ASSERT_TRUE(WaitFor([&] {
     names.clear();
     zmq_io_tids.clear();
     for (const ThreadInfo& t : ThreadsOf(b.child.pid())) {
       names.insert(t.name);
       if (t.name.rfind("ZMQbg/IO/", 0) == 0) zmq_io_tids.push_back(t.tid);
+      if (t.name == "wsb-check") check_tid = t.tid;
     }
     return std::includes(names.begin(), names.end(), expected.begin(), expected.end());
   })) << "threads: " << ::testing::PrintToString(names);
@@ -237,6 +239,8 @@ TEST(Ops, ThreadsAreNamed) {
   // thread that woke it (README, Performance).
   ASSERT_EQ(zmq_io_tids.size(), 1u);
   EXPECT_EQ(sched_getscheduler(zmq_io_tids[0]), SCHED_BATCH);
+  // The background whole-file check runs only on an otherwise idle CPU.
+  EXPECT_EQ(sched_getscheduler(check_tid), SCHED_IDLE);
   EXPECT_TRUE(ExitedZero(b.child.Kill(SIGTERM))) << b.child.Stderr();
 }
 

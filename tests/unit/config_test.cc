@@ -82,7 +82,8 @@ auto Fields(const Config& c) {
       c.reconnect.min_uptime_ms, c.reconnect.max_attempts, c.reconnect.fatal_close_codes,
       c.protocol.seq_field, c.protocol.topic_field, c.protocol.resume, c.protocol.on_open,
       c.protocol.ack_match, c.protocol.ack_id_field, c.storage.path, c.storage.durability,
-      c.storage.outbox_max_messages, c.journal.max_rows, c.journal.max_bytes, c.journal.max_age_s,
+      c.storage.outbox_max_messages, c.storage.check_interval_s, c.storage.page_size,
+      c.journal.max_rows, c.journal.max_bytes, c.journal.max_age_s,
       c.zmq.pub, c.zmq.send, c.zmq.replay, c.zmq.pub_hwm, c.zmq.ipc_mode, c.zmq.ipc_group,
       c.zmq.allow_insecure, c.zmq.curve.secret_key_file, c.zmq.curve.authorized_keys_file,
       c.http.listen, c.log.level, c.log.format);
@@ -126,6 +127,8 @@ TEST_F(ConfigTest, DefaultsMatchSpec) {
   EXPECT_EQ(c.storage.path, "./wsbridge.db");
   EXPECT_EQ(c.storage.durability, "process");
   EXPECT_EQ(c.storage.outbox_max_messages, 100000u);
+  EXPECT_EQ(c.storage.check_interval_s, 86400);
+  EXPECT_EQ(c.storage.page_size, 1024);
   EXPECT_EQ(c.journal.max_rows, 1000000u);
   EXPECT_EQ(c.journal.max_bytes, 1ull << 30);
   EXPECT_EQ(c.journal.max_age_s, 604800);
@@ -154,7 +157,7 @@ TEST_F(ConfigTest, DefaultsMatchSpec) {
   EXPECT_EQ(c.log.level, "info");
   EXPECT_EQ(c.log.format, "text");
 
-  EXPECT_EQ(c.sources.size(), 63u);  // one per key
+  EXPECT_EQ(c.sources.size(), 65u);  // one per key
   for (const auto& [key, source] : c.sources) EXPECT_EQ(source, "default") << key;
 }
 
@@ -207,6 +210,8 @@ socketio_auth = '{"token":"t"}'
 path = "/var/lib/wsbridge/db"
 durability = "power"
 outbox_max_messages = 10
+check_interval_s = 3600
+page_size = 4096
 
 [journal]
 max_rows = 5
@@ -288,6 +293,8 @@ format = "json"
   EXPECT_EQ(c.storage.path, "/var/lib/wsbridge/db");
   EXPECT_EQ(c.storage.durability, "power");
   EXPECT_EQ(c.storage.outbox_max_messages, 10u);
+  EXPECT_EQ(c.storage.check_interval_s, 3600);
+  EXPECT_EQ(c.storage.page_size, 4096);
   EXPECT_EQ(c.journal.max_rows, 5u);
   EXPECT_EQ(c.journal.max_bytes, 512ull << 20);
   EXPECT_EQ(c.journal.max_age_s, 60);
@@ -580,6 +587,9 @@ TEST_F(ConfigTest, BadValuesNameTheKey) {
       {"http.listen=h:70000", "http.listen: must be host:port"},
       {"storage.path=", "storage.path: must not be empty"},
       {"storage.outbox_max_messages=0", "storage.outbox_max_messages: must be > 0"},
+      {"storage.check_interval_s=-1", "storage.check_interval_s: must be >= 0"},
+      {"storage.page_size=256", "storage.page_size: must be between 512 and 65536"},
+      {"storage.page_size=3000", "storage.page_size: must be a power of two from 512 to 65536"},
       {"upstream.tls.verify=maybe",
        R"(upstream.tls.verify: must be one of true, false, yes, no, 1, 0 (got "maybe"))"},
       {"journal.max_bytes=1TB", R"(journal.max_bytes: must be a byte count)"},
@@ -863,7 +873,7 @@ TEST_F(ConfigTest, ToTomlEveryLineHasItsSource) {
     EXPECT_NE(line.find(" = "), std::string::npos) << line;
     EXPECT_NE(line.find("  # "), std::string::npos) << line;
   }
-  EXPECT_EQ(keys, 63u);
+  EXPECT_EQ(keys, 65u);
 }
 
 TEST_F(ConfigTest, ToTomlRoundTrips) {
