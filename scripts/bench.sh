@@ -11,6 +11,9 @@ echo
 echo "== end-to-end inbound (raw websocketpp vs bridge, one run)"
 "$BUILD/bench/wsbridge-load-inbound"
 echo
+echo "== the journal: bytes written per message, restart times, retention at full rate"
+"$BUILD/bench/wsbridge-load-journal"
+echo
 echo "== compressed feeds (permessage-deflate, gzip frames) against the same run uncompressed"
 "$BUILD/bench/wsbridge-load-inbound" 1 feeds
 echo

@@ -99,7 +99,7 @@ TEST_F(JournalTest, DamagedPageReportedByTheBackgroundCheck) {
   const std::string db = dir_.File("damaged.db");
   ASSERT_OK(FillJournal(db, 200000));
   std::string bytes = ReadFileOrEmpty(db);
-  const size_t page = 1024;
+  const size_t page = 4096;  // the default
   const size_t victim = bytes.size() / page / 2 * page;  // a journal page in the middle
   for (size_t i = 0; i < page; ++i) bytes[victim + i] = static_cast<char>(0x5a);
   {

@@ -128,7 +128,7 @@ TEST_F(ConfigTest, DefaultsMatchSpec) {
   EXPECT_EQ(c.storage.durability, "process");
   EXPECT_EQ(c.storage.outbox_max_messages, 100000u);
   EXPECT_EQ(c.storage.check_interval_s, 86400);
-  EXPECT_EQ(c.storage.page_size, 1024);
+  EXPECT_EQ(c.storage.page_size, 4096);
   EXPECT_EQ(c.journal.max_rows, 1000000u);
   EXPECT_EQ(c.journal.max_bytes, 1ull << 30);
   EXPECT_EQ(c.journal.max_age_s, 604800);
@@ -211,7 +211,7 @@ path = "/var/lib/wsbridge/db"
 durability = "power"
 outbox_max_messages = 10
 check_interval_s = 3600
-page_size = 4096
+page_size = 1024
 
 [journal]
 max_rows = 5
@@ -294,7 +294,7 @@ format = "json"
   EXPECT_EQ(c.storage.durability, "power");
   EXPECT_EQ(c.storage.outbox_max_messages, 10u);
   EXPECT_EQ(c.storage.check_interval_s, 3600);
-  EXPECT_EQ(c.storage.page_size, 4096);
+  EXPECT_EQ(c.storage.page_size, 1024);
   EXPECT_EQ(c.journal.max_rows, 5u);
   EXPECT_EQ(c.journal.max_bytes, 512ull << 20);
   EXPECT_EQ(c.journal.max_age_s, 60);

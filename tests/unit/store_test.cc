@@ -215,8 +215,8 @@ TEST(StoreFileTest, DamagedPageFoundByVerifyNotAtOpen) {
   TempDir dir;
   const std::string path = dir.File("bridge.db");
   std::string bytes = WriteClosedDatabase(path, 2000);
-  const size_t page = 1024;  // a new database's page size
-  ASSERT_GT(bytes.size(), 200 * page);
+  const size_t page = 4096;  // a new database's page size
+  ASSERT_GT(bytes.size(), 50 * page);
   // A page well inside the journal's b-tree, overwritten with junk.
   const size_t victim = (bytes.size() / page / 2) * page;
   for (size_t i = 0; i < page; ++i) bytes[victim + i] = static_cast<char>(0x5a);
@@ -958,12 +958,15 @@ TEST(StoreJournalTest, CursorAndSizesSurviveReopenWithoutAMetaWritePerCommit) {
   EXPECT_EQ(r.first_seq, 3052u);
 }
 
-// What that buys: a commit of one message writes one page into the WAL (a frame of 1 KiB and
-// its header), not two (the cursor's page as well), except when a leaf splits.
-TEST(StoreJournalTest, OneMessageCommitWritesAboutOnePage) {
+// What that buys: a commit of one message writes one page into the WAL (a frame: the page and
+// its header), not two (the cursor's page as well), except when a leaf splits. With the default
+// 4 KiB pages and with 1 KiB pages (storage.page_size), which the new file takes.
+void OneMessageCommits(int page_size) {
   TempDir dir;
   const std::string path = dir.File("bridge.db");
-  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(Options(path)));
+  StoreOptions o = Options(path);
+  o.page_size = page_size;
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(o));
   BatchResult r;
   ASSERT_OK(store->Commit(Inbound(1, 1), &r));
   struct stat before, after;
@@ -975,10 +978,17 @@ TEST(StoreJournalTest, OneMessageCommitWritesAboutOnePage) {
     ASSERT_OK(store->Commit(b, &r));
   }
   ASSERT_EQ(::stat((path + "-wal").c_str(), &after), 0);
-  const double frames = static_cast<double>(after.st_size - before.st_size) / (1024 + 24);
-  // One frame per commit, and about three more per leaf split (every ~7 rows of 100 B).
+  const double frames = static_cast<double>(after.st_size - before.st_size) / (page_size + 24);
+  // One frame per commit, and about three more per leaf split (1 KiB: every ~7 rows of 100 B).
   EXPECT_LT(frames, 1.6 * kCommits) << frames << " frames for " << kCommits << " commits";
   EXPECT_GE(frames, kCommits);
+}
+
+TEST(StoreJournalTest, OneMessageCommitWritesAboutOnePage) {
+  for (int page_size : {4096, 1024}) {
+    SCOPED_TRACE(page_size);
+    OneMessageCommits(page_size);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
