@@ -413,8 +413,7 @@ std::unique_ptr<Store> OpenReadOnly(const std::string& db) {
   return std::move(*s);
 }
 
-// One long-lived read-only Store per file (Open runs quick_check: too slow to repeat), main
-// thread only. Reopened after an error. Callers poll it at most every 100 ms.
+// One long-lived read-only Store per file, main thread only. Reopened after an error. Callers poll it at most every 100 ms.
 Store* Watch(const std::string& db) {
   static std::map<std::string, std::unique_ptr<Store>> open;
   auto& st = open[db];
@@ -438,12 +437,18 @@ uint64_t OutboxDepth(const std::string& db) {
   return o.ok() ? o->depth : UINT64_MAX;
 }
 
-// Journal = upstream sequence 1..count, each once, in order.
+// Journal = upstream sequence 1..count, each once, in order; the file sound after all the
+// kills (Store::Verify: integrity_check and the store's invariants, the cursor's included).
 void CheckJournal(const std::string& db, uint64_t count, uint64_t* rows_out) {
   auto st = OpenReadOnly(db);
   if (!st) {
     Violation("journal: cannot open " + db + " read-only");
     return;
+  }
+  auto problems = st->Verify();
+  if (!problems.ok()) Violation("journal: verify: " + problems.status().ToString());
+  if (problems.ok()) {
+    for (const std::string& p : *problems) Violation("journal: damaged: " + p);
   }
   uint64_t expect = 1, rows = 0, bad = 0;
   std::vector<JournalRow> page;
