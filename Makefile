@@ -28,6 +28,19 @@ bench: deps
 	@$(MAKE) --no-print-directory build
 	@scripts/bench.sh $(BUILD)
 
+# Two Debian packages in $(PACKAGE_BUILD)/: wsbridge (the daemon, the tools, the systemd unit
+# enabled but not started, /etc/wsbridge/wsbridge.toml; the role groups made by its postinst)
+# and libwsbridge-client-dev (the client library, headers, CMake package, pkg-config file).
+# Its own build folder: installed under /usr, the configuration under /etc.
+PACKAGE_BUILD ?= build-package
+.PHONY: package
+package: deps
+	cmake -S . -B $(PACKAGE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr \
+	  -DWSBRIDGE_CONFIG_DIR=/etc/wsbridge -DWSBRIDGE_BUILD_TESTS=OFF -DWSBRIDGE_BUILD_BENCH=OFF
+	cmake --build $(PACKAGE_BUILD) -j $(JOBS)
+	cd $(PACKAGE_BUILD) && cpack
+	@ls -l $(PACKAGE_BUILD)/*.deb
+
 clean:
 	rm -rf $(BUILD)
 

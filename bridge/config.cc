@@ -34,6 +34,7 @@
 #include <utility>
 #include <variant>
 
+#include "common/docs.h"
 #include "common/text.h"
 
 #ifndef WSBRIDGE_VERSION
@@ -860,7 +861,8 @@ StatusOr<CommandLine> Load(int argc, const char* const* argv, const EnvLookup& e
       "Every configuration key can also be set in the file, with --set section.key=value or "
       "with WSBRIDGE_<SECTION>_<KEY>; command line beats environment beats file beats default. "
       "--print-config shows the result. `wsbridge keygen [--out PREFIX]` makes a CURVE key pair "
-      "for zmq.curve.* (README, Security).");
+      "for zmq.curve.*; `wsbridge check --db FILE` checks a database file.\n" +
+      DocsPointer("configuration.md"));
   std::string config_path;
   std::vector<std::string> sets;
   app.add_option("--config", config_path, "TOML configuration file")->type_name("FILE");

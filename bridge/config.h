@@ -100,8 +100,8 @@ struct StorageConfig {
   // 0: never (`wsbridge check --db FILE` still runs it on demand).
   int64_t check_interval_s = 86400;
   // SQLite page size of a database this creates (an existing file keeps its own): each commit
-  // writes whole pages, so 1024 writes a quarter per message at low rates, and costs ~20 % of
-  // the peak inbound rate (README, Performance, "The journal at scale").
+  // writes whole pages, so 1024 writes about a third per message at low rates, and costs ~20 % of
+  // the peak inbound rate (docs/performance.md, "The journal").
   int64_t page_size = 4096;
 };
 

@@ -136,7 +136,7 @@ class DaemonImpl final : public Daemon {
     // ZeroMQ's I/O thread is woken for nearly every batch the writer publishes. As SCHED_BATCH
     // it does not preempt the thread that woke it (it runs on the other core if that is idle,
     // else when the waker yields): at full rate the writer was preempted once per ~90
-    // messages. Measured: p50 at 10 000 msg/s 163-187 -> 112-114 us (README, Performance).
+    // messages. Measured: p50 at 10 000 msg/s 163-187 -> 112-114 us (docs/performance.md).
     zmq_.set(zmq::ctxopt::thread_sched_policy, SCHED_BATCH);
     WriterOptions wo;
     wo.security = sec;

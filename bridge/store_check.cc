@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/docs.h"
 #include "common/thread_name.h"
 #include "storage/store.h"
 
@@ -131,6 +132,7 @@ int CheckMain(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
+      std::printf("\n%s\n", DocsPointer("operations.md").c_str());
       return 0;
     }
     if (arg == "--db" && i + 1 < argc) {

@@ -133,7 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Check(reply.size() == frames.size());  // the envelope frames come back before the reply
   wsbridge::v1::SendReply r;
   if (!r.ParseFromArray(reply.back().data(), static_cast<int>(reply.back().size()))) {
-    // Known bug (README, reliability: fuzzing): a SendRequest that fails to parse because its id
+    // Known bug (docs/reliability.md, fuzzing): a SendRequest that fails to parse because its id
     // is not UTF-8 is answered with that id echoed, which makes the SendReply unparseable for
     // the producer (proto3 strings must be UTF-8). Tolerated only in exactly that case, so that
     // fuzzing goes on; tests/unit/fuzz_regression_test.cc holds the input.

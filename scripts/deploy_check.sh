@@ -41,6 +41,17 @@ elapsed() { "$PY" -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1
 docker info >/dev/null 2>&1 || fail "the Docker engine does not answer: run 'make image' first (it starts dockerd)"
 docker image inspect "$IMAGE" >/dev/null 2>&1 || fail "no image $IMAGE: run 'make image' first"
 
+# --- The package: the image installs the project's .deb (make package), not copied binaries ----
+pkg_state=$(docker run --rm --network none --entrypoint sh "$IMAGE" -c \
+  'dpkg-query -W -f "\${Status}|\${Version}" wsbridge; echo "|$(command -v wsbridge)|$(id -u wsbridge)|$(getent group wsbridge-subscribe wsbridge-send | cut -d: -f1 | tr "\n" " ")|$(test -f /etc/wsbridge/wsbridge.toml && echo conf)"')
+IFS='|' read -r pkg_status pkg_version pkg_bin pkg_uid pkg_groups pkg_conf <<<"$pkg_state"
+[ "$pkg_status" = "install ok installed" ] || fail "package wsbridge not installed in the image (dpkg status: '$pkg_status')"
+[ "$pkg_bin" = /usr/bin/wsbridge ] || fail "wsbridge on PATH is '$pkg_bin', not the package's /usr/bin/wsbridge"
+[ "$pkg_uid" = 10001 ] || fail "the package's postinst changed the image user wsbridge (uid '$pkg_uid', not 10001)"
+[ "$pkg_groups" = "wsbridge-subscribe wsbridge-send " ] || fail "the package made the groups '$pkg_groups', not wsbridge-subscribe and wsbridge-send"
+[ "$pkg_conf" = conf ] || fail "no /etc/wsbridge/wsbridge.toml from the package"
+say "ok: package wsbridge $pkg_version installed by dpkg (/usr/bin/wsbridge, user wsbridge uid 10001, groups $pkg_groups, /etc/wsbridge/wsbridge.toml)"
+
 # --- Ports: two free ones, fixed for this run, in 20000-32000 (below the ephemeral range, so
 # that no outgoing connection takes one meanwhile). The ZeroMQ endpoints are socket files.
 # DEPLOY_CHECK_PORTS="UPSTREAM HTTP" fixes them instead.
@@ -278,11 +289,11 @@ say "ok: SIGTERM stopped the bridge in $stop_s s with exit code 0"
 
 # --- Summary --------------------------------------------------------------------------------------
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
-pkgs=$(docker run --rm --network none --entrypoint cat "$IMAGE" /usr/share/wsbridge/runtime-packages.txt 2>/dev/null | tr '\n' ' ')
-bins=$(docker run --rm --network none --entrypoint sh "$IMAGE" -c 'cd /usr/local/bin && ls' | tr '\n' ' ')
+pkgs=$(docker run --rm --network none --entrypoint dpkg-query "$IMAGE" -W -f '${Version}; depends: ${Depends}' wsbridge)
+bins=$(docker run --rm --network none --entrypoint sh "$IMAGE" -c 'dpkg -L wsbridge | grep "^/usr/bin/" | xargs -n1 basename' | tr '\n' ' ')
 say "image $IMAGE: $(awk -v s="$size" 'BEGIN { printf "%.1f MB (%.1f MiB)", s / 1e6, s / 1048576 }')"
 say "  binaries: $bins"
-say "  runtime libraries: $pkgs"
+say "  package wsbridge $pkgs"
 say "mode: $([ ${#COMPOSE[@]} -gt 0 ] && echo "${COMPOSE[*]} (deploy/compose.yaml)" || echo "docker run --network host")"
 say "time to ready: $time_to_ready s ($([ "$HTTP" = yes ] && echo '/readyz 200' || echo 'first message at the tail; no /readyz yet'))"
 say "PASS"

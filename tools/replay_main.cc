@@ -28,6 +28,7 @@
 
 #include "bridge/endpoints/replay_endpoint.h"
 #include "client/curve_client.h"
+#include "common/docs.h"
 #include "common/envelope_json.h"
 #include "storage/store.h"
 #include "tools/curve_flags.h"
@@ -262,6 +263,7 @@ int main(int argc, char** argv) {
   wsbridge::tools::AddCurveFlags(app, &curve, "subscribe");
   app.get_option("--server-key")->needs(ep_opt);
   app.get_option("--client-key-file")->needs(ep_opt);
+  app.footer(wsbridge::DocsPointer("protocol.md"));
   app.set_version_flag("--version", std::string("wsbridge-replay ") + WSBRIDGE_VERSION);
   try {
     app.parse(argc, argv);

@@ -18,6 +18,7 @@
 #include <zmq.hpp>
 
 #include "client/curve_client.h"
+#include "common/docs.h"
 #include "common/json_text.h"
 #include "tools/curve_flags.h"
 #include "wsbridge.pb.h"
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
   app.add_option("--window", window, "requests in flight at most")->capture_default_str()->check(CLI::PositiveNumber);
   wsbridge::tools::CurveFlags curve;
   wsbridge::tools::AddCurveFlags(app, &curve, "send");
+  app.footer(wsbridge::DocsPointer("protocol.md"));
   app.set_version_flag("--version", std::string("wsbridge-send ") + WSBRIDGE_VERSION);
   // CLI11 2.1 reads an argument written [a,b] as a list and would split a JSON array payload
   // (a socket.io event ["order",{...}]) into messages at its commas: such arguments are parsed

@@ -19,6 +19,7 @@
 
 #include "client/curve_client.h"
 #include "client/gap_filling_subscriber.h"
+#include "common/docs.h"
 #include "common/envelope_json.h"
 #include "tools/curve_flags.h"
 #include "wsbridge.pb.h"
@@ -167,6 +168,7 @@ int main(int argc, char** argv) {
   fill->needs(rep);
   wsbridge::tools::CurveFlags curve;
   wsbridge::tools::AddCurveFlags(app, &curve, "subscribe");
+  app.footer(wsbridge::DocsPointer("protocol.md"));
   app.set_version_flag("--version", std::string("wsbridge-tail ") + WSBRIDGE_VERSION);
   try {
     app.parse(argc, argv);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <string>
 
+#include "common/docs.h"
 #include "tools/upstream_server.h"
 
 #ifndef WSBRIDGE_VERSION
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
       "compressed binary frames (--compress), permessage-deflate (--permessage-deflate).\n"
       "Prints \"listening on <port>\" on stdout once it accepts connections.",
       "wsbridge-upstream"};
+  app.footer(wsbridge::DocsPointer("feeds.md"));
   app.set_version_flag("--version", std::string("wsbridge-upstream ") + WSBRIDGE_VERSION);
 
   app.add_option("--bind", o.bind, "address to listen on")->capture_default_str();

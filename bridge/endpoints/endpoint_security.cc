@@ -93,8 +93,8 @@ Status CheckTcp(const std::string& endpoint, const std::string& address, const E
   if (IsLoopbackHost(TcpHost(address)) || security.allow_insecure) return Status::OK();
   return Status::InvalidArgument(
       role.key + ": " + endpoint +
-      " is not a loopback address and has no CURVE: set zmq.curve.secret_key_file (see README "
-      "Security) or zmq.allow_insecure = true");
+      " is not a loopback address and has no CURVE: set zmq.curve.secret_key_file (see "
+      "docs/security.md) or zmq.allow_insecure = true");
 }
 
 // ---- ipc -----------------------------------------------------------------------------------

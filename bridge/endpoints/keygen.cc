@@ -11,6 +11,8 @@
 #include <cstring>
 #include <string>
 
+#include "common/docs.h"
+
 namespace wsbridge {
 namespace {
 
@@ -70,6 +72,7 @@ int KeygenMain(int argc, char** argv) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
+      std::printf("\n%s\n", DocsPointer("security.md").c_str());
       return 0;
     }
     if (arg == "--out" && i + 1 < argc) {

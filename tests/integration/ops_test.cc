@@ -236,7 +236,7 @@ TEST(Ops, ThreadsAreNamed) {
     return std::includes(names.begin(), names.end(), expected.begin(), expected.end());
   })) << "threads: " << ::testing::PrintToString(names);
   // ZeroMQ's I/O thread runs SCHED_BATCH: woken per published batch, it must not preempt the
-  // thread that woke it (README, Performance).
+  // thread that woke it (docs/performance.md).
   ASSERT_EQ(zmq_io_tids.size(), 1u);
   EXPECT_EQ(sched_getscheduler(zmq_io_tids[0]), SCHED_BATCH);
   // The background whole-file check runs only on an otherwise idle CPU.

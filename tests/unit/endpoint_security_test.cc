@@ -307,7 +307,7 @@ TEST_F(EndpointSecurityTest, IpcHasNoCurveButHasTheSizeLimit) {
 TEST_F(EndpointSecurityTest, NonLoopbackTcpWithoutCurveIsRefused) {
   EXPECT_EQ(CheckEndpoint("tcp://0.0.0.0:5557", kSend, security_).message(),
             "zmq.send: tcp://0.0.0.0:5557 is not a loopback address and has no CURVE: set "
-            "zmq.curve.secret_key_file (see README Security) or zmq.allow_insecure = true");
+            "zmq.curve.secret_key_file (see docs/security.md) or zmq.allow_insecure = true");
   for (const std::string endpoint :
        {"tcp://*:*", "tcp://0.0.0.0:*", "tcp://lo:*", "tcp://eth0:*", "tcp://10.1.2.3:5557",
         "tcp://127.1:*", "tcp://[::]:*", "tcp://example.com:5557", "tcp://[::ffff:10.0.0.1]:*"}) {

@@ -6,7 +6,7 @@
 // outbox accepts, duplicates, acks and deliveries) and keeps a model of what Commit() said was
 // committed. After each fault the file is reopened and compared with the model, field by field.
 //
-// What these tests show (the README's reliability section quotes it):
+// What these tests show (docs/reliability.md quotes it):
 //   durability=power    a power cut loses no commit that returned OK. The commit in flight at
 //                       the cut is either wholly there or wholly absent.
 //   durability=process  a crash of the process (SIGKILL) loses no commit that returned OK. A
