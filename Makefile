@@ -120,7 +120,7 @@ fuzz: deps
 #               saw each message once in order, and prints kills, in/out, lost, duplicated, RSS
 #   memory      RSS with a 1 000 000-message outbox (accepting and draining) and with a SUB that
 #               never reads while SOAK_FLOOD_RATE msg/s flow in (limit SOAK_RSS_MIB, 64)
-# SOAK_SEED replays a run (printed first; empty: a random one). SOAK_MODE=all|crash|memory.
+# SOAK_SEED replays a run (printed first; empty: a random one). SOAK_MODE=all|crash|memory|outbox|flood.
 SOAK_BUILD ?= build-soak
 SOAK_KILLS ?= 100
 SOAK_SEED ?=
