@@ -9,6 +9,7 @@ PKGS=(
   libtomlplusplus-dev libcli11-dev libsimdjson-dev libspdlog-dev prometheus-cpp-dev
   zlib1g-dev libnats-dev nats-server python3 python3-zmq python3-protobuf python3-prometheus-client python3-websockets
   openssl sqlite3 procps
+  dpkg-dev file  # make package and install_test: cpack DEB (dpkg-shlibdeps, file)
 )
 missing=()
 for p in "${PKGS[@]}"; do
