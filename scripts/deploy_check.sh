@@ -289,11 +289,11 @@ say "ok: SIGTERM stopped the bridge in $stop_s s with exit code 0"
 
 # --- Summary --------------------------------------------------------------------------------------
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
-pkgs=$(docker run --rm --network none --entrypoint dpkg-query "$IMAGE" -W -f '${Version}; depends: ${Depends}' wsbridge)
+depends=$(docker run --rm --network none --entrypoint dpkg-query "$IMAGE" -W -f '${Depends}' wsbridge)
 bins=$(docker run --rm --network none --entrypoint sh "$IMAGE" -c 'dpkg -L wsbridge | grep "^/usr/bin/" | xargs -n1 basename' | tr '\n' ' ')
 say "image $IMAGE: $(awk -v s="$size" 'BEGIN { printf "%.1f MB (%.1f MiB)", s / 1e6, s / 1048576 }')"
 say "  binaries: $bins"
-say "  package wsbridge $pkgs"
+say "  package wsbridge $pkg_version; depends: $depends"
 say "mode: $([ ${#COMPOSE[@]} -gt 0 ] && echo "${COMPOSE[*]} (deploy/compose.yaml)" || echo "docker run --network host")"
 say "time to ready: $time_to_ready s ($([ "$HTTP" = yes ] && echo '/readyz 200' || echo 'first message at the tail; no /readyz yet'))"
 say "PASS"

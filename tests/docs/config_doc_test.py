@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 
+from links_test import prose_lines  # the lines outside code blocks, as the link check reads them
+
 SOURCES = {"default", "file", "env", "flag"}
 
 
@@ -102,18 +104,7 @@ def parse_doc(text):
     """configuration.md -> ({key: (line, flag cell, default text or None)}, problems, columns)."""
     problems = []
     lines = text.splitlines()
-    fence = None
-    headers = []
-    for number, line in enumerate(lines, 1):
-        m = re.match(r"^ {0,3}(`{3,}|~{3,})", line)
-        if m:
-            if fence is None:
-                fence = m.group(1)
-            elif m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
-                fence = None
-            continue
-        if fence is None and re.match(r"^\|\s*key\s*\|", line):
-            headers.append(number)
+    headers = [n for n, line in prose_lines(text) if re.match(r"^\|\s*key\s*\|", line)]
     if len(headers) != 1:
         where = ", ".join("line %d" % n for n in headers) or "none"
         return {}, ["configuration.md: expected exactly one table whose header starts with "

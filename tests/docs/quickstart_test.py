@@ -96,6 +96,11 @@ class Feed:
             pass
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def wait_for(what, predicate, deadline_s=DEADLINE_S):
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
@@ -166,7 +171,7 @@ def main():
                 log = open(bridge_log, "w")
                 procs.append(subprocess.Popen(argv, cwd=tmp, env=env, stdout=log, stderr=log))
                 http_port = wait_for("HTTP port in the bridge's log", lambda: (re.search(
-                    r"http: listening on [0-9.]+:(\d+)", open(bridge_log).read()) or [None, None])[1])
+                    r"http: listening on [0-9.]+:(\d+)", read(bridge_log)) or [None, None])[1])
             elif argv[0] == "curl":
                 target = argv[-1].replace("localhost:9108", f"127.0.0.1:{http_port}")
 
@@ -225,7 +230,7 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
         if procs and procs[0].returncode not in (0, None, -signal.SIGTERM):
-            print(open(bridge_log).read()[-2000:])
+            print(read(bridge_log)[-2000:])
 
 
 if __name__ == "__main__":

@@ -20,6 +20,15 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "install_test: $*" >&2; exit 1; }
+# build_consumer DIR WHAT CMAKE_ARGS...: tests/install as a CMake project finding wsbridge_client.
+build_consumer() {
+  local dir=$1 what=$2
+  shift 2
+  cmake -S "$here" -B "$dir" -G Ninja "$@" > "$dir.cmake.log" 2>&1 ||
+    fail "find_package(wsbridge_client) from $what: $(tail -5 "$dir.cmake.log")"
+  cmake --build "$dir" > "$dir.build.log" 2>&1 ||
+    fail "building against wsbridge::client from $what: $(tail -5 "$dir.build.log")"
+}
 
 cmake --install "$build" --prefix "$tmp/prefix" > "$tmp/install.log" ||
   fail "cmake --install failed: $(tail -3 "$tmp/install.log")"
@@ -29,10 +38,7 @@ for f in bin/wsbridge bin/wsbridge-tail lib/systemd/system/wsbridge.service etc/
   [ -e "$tmp/prefix/$f" ] || fail "not installed: $f"
 done
 
-cmake -S "$here" -B "$tmp/cmake-build" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" \
-  > "$tmp/consumer-cmake.log" 2>&1 || fail "find_package(wsbridge_client): $(tail -5 "$tmp/consumer-cmake.log")"
-cmake --build "$tmp/cmake-build" > "$tmp/consumer-build.log" 2>&1 ||
-  fail "building against wsbridge::client: $(tail -5 "$tmp/consumer-build.log")"
+build_consumer "$tmp/cmake-build" "the installed prefix" -DCMAKE_PREFIX_PATH="$tmp/prefix"
 libdir=$(find "$tmp/prefix" -name wsbridge_client.pc -printf '%h\n' | head -1)
 [ -n "$libdir" ] || fail "no wsbridge_client.pc installed"
 # shellcheck disable=SC2046
@@ -56,10 +62,7 @@ dpkg-deb -x "$deb_dev" "$tmp/deb-root"
 deb_cmake_dir=$(find "$tmp/deb-root" -name wsbridge_clientConfig.cmake -printf '%h\n' | head -1)
 [ -n "$deb_cmake_dir" ] || fail "$(basename "$deb_dev") holds no wsbridge_clientConfig.cmake"
 find "$tmp/deb-root" -name wsbridge_client.pc | grep -q . || fail "$(basename "$deb_dev") holds no wsbridge_client.pc"
-cmake -S "$here" -B "$tmp/deb-build" -G Ninja -Dwsbridge_client_DIR="$deb_cmake_dir" \
-  > "$tmp/deb-cmake.log" 2>&1 || fail "find_package from the .deb: $(tail -5 "$tmp/deb-cmake.log")"
-cmake --build "$tmp/deb-build" > "$tmp/deb-build.log" 2>&1 ||
-  fail "building against the .deb's wsbridge::client: $(tail -5 "$tmp/deb-build.log")"
+build_consumer "$tmp/deb-build" "$(basename "$deb_dev")" -Dwsbridge_client_DIR="$deb_cmake_dir"
 
 # A real bridge of this build. The upstream prints "listening on PORT" once it accepts.
 "$build/tools/wsbridge-upstream" --port 0 --rate 200 --history 1000 -q > "$tmp/upstream.out" 2>&1 &
